@@ -8,6 +8,7 @@ pub mod case;
 pub mod error;
 pub mod forward;
 pub mod mixture;
+pub mod rng;
 pub mod schedule;
 pub mod stats;
 pub mod truth;

@@ -1,1 +1,1495 @@
-//! placeholder
+//! Gaussian mixtures and their closed forms.
+//!
+//! One type, [`Mixture`], carries almost all of the ground truth: a mixture
+//! of Gaussians whose covariances are zero (the atoms of a training set),
+//! isotropic, diagonal or full. Three closed-form operations give every
+//! exact quantity the harness needs:
+//!
+//! ```text
+//! noised(alpha, sigma):   law of alpha x0 + sigma eps,  x0 ~ p0
+//!     pi_k,  alpha mu_k,  alpha^2 Sigma_k + sigma^2 I
+//! condition(A, b, s, y):  p0(x0 | y) under y = A x0 + b + N(0, s^2 I)
+//!     G_k   = A Sigma_k A^T + s^2 I
+//!     pi~_k ∝ pi_k N(y; A mu_k + b, G_k)
+//!     mu~_k = mu_k + Sigma_k A^T G_k^{-1} (y - A mu_k - b)
+//!     S~_k  = Sigma_k - Sigma_k A^T G_k^{-1} A Sigma_k
+//! project(u):             law of <u, x0>, a 1-D mixture with analytic CDF
+//!     pi_k,  <u, mu_k>,  u^T Sigma_k u
+//! ```
+//!
+//! The backward (denoising) posterior `p(x0 | x_t = x)` is the mixture
+//! conditioned on the observation `x = alpha x0 + sigma eps`, that is
+//! `condition(alpha I, 0, sigma, x)`; [`Backward`] evaluates it for whole
+//! batches of particles without forming `d x d` matrices for atoms,
+//! isotropic or diagonal components. The formulas and their checks are in
+//! the crate's reference notes (`math.md` §2, derived and checked against
+//! finite differences and Monte Carlo).
+//!
+//! All weights are kept as normalised log-weights and combined with
+//! log-sum-exp in f64.
+
+use nalgebra::{Cholesky, DMatrix, DVector, DVectorView, Dyn, SymmetricEigen};
+use rand::RngExt;
+use rand_distr::{Distribution, StandardNormal};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result, ensure};
+use crate::rng::{self, CHUNK, Purpose};
+
+const LN_2PI: f64 = 1.837_877_066_409_345_5;
+
+/// The covariances of a mixture's components, all of one kind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Covariances {
+    /// Every component is a point mass (a training example).
+    Atoms,
+    /// Component `k` has covariance `v_k I`.
+    Isotropic(DVector<f64>),
+    /// Component `k` has covariance `diag(row k)`; a `K x d` matrix.
+    Diagonal(DMatrix<f64>),
+    /// Component `k` has the given `d x d` covariance.
+    Full(Vec<DMatrix<f64>>),
+}
+
+impl Covariances {
+    /// The name of the kind, as used in messages and reports.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Covariances::Atoms => "atoms",
+            Covariances::Isotropic(_) => "isotropic",
+            Covariances::Diagonal(_) => "diagonal",
+            Covariances::Full(_) => "full",
+        }
+    }
+}
+
+/// A mixture of Gaussians `sum_k pi_k N(mu_k, Sigma_k)` in `d` dimensions.
+///
+/// Means are the rows of a `K x d` matrix; weights are stored as
+/// normalised log-weights.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mixture {
+    log_weights: DVector<f64>,
+    means: DMatrix<f64>,
+    covariances: Covariances,
+}
+
+/// A mixture conditioned on an observation, with the log-evidence of the
+/// observation under the unconditioned mixture.
+#[derive(Clone, Debug)]
+pub struct Conditioned {
+    /// The conditional law.
+    pub mixture: Mixture,
+    /// `log p(y)`, the log-density of the observation.
+    pub log_evidence: f64,
+}
+
+impl Mixture {
+    /// A mixture from (unnormalised, non-negative) weights, means as the
+    /// rows of a `K x d` matrix, and covariances.
+    ///
+    /// # Errors
+    ///
+    /// When the weights are negative, not finite or sum to zero, when
+    /// shapes disagree, when a value is not finite, or when a covariance is
+    /// negative, not symmetric or not positive semi-definite. Messages name
+    /// the field (`weights[1]`, `covariances[2]`) and the value.
+    pub fn new(
+        weights: DVector<f64>,
+        means: DMatrix<f64>,
+        covariances: Covariances,
+    ) -> Result<Mixture> {
+        ensure!(!weights.is_empty(), "weights must not be empty");
+        for (k, &w) in weights.iter().enumerate() {
+            ensure!(
+                w.is_finite() && w >= 0.0,
+                "weights[{k}] must be finite and non-negative, got {w}"
+            );
+        }
+        let total: f64 = weights.iter().sum();
+        ensure!(
+            total > 0.0 && total.is_finite(),
+            "weights must sum to a positive finite number, got {total}"
+        );
+        let log_weights = weights.map(|w| (w / total).ln());
+        Mixture::from_log_weights(log_weights, means, covariances)
+    }
+
+    /// A mixture from log-weights (normalised here), means and covariances.
+    ///
+    /// # Errors
+    ///
+    /// As [`Mixture::new`].
+    pub fn from_log_weights(
+        log_weights: DVector<f64>,
+        means: DMatrix<f64>,
+        covariances: Covariances,
+    ) -> Result<Mixture> {
+        let k = log_weights.len();
+        ensure!(k > 0, "a mixture needs at least one component");
+        ensure!(
+            means.nrows() == k,
+            "means has {} rows but there are {k} weights",
+            means.nrows()
+        );
+        let d = means.ncols();
+        ensure!(d > 0, "means must have at least one column");
+        for (i, &w) in log_weights.iter().enumerate() {
+            ensure!(
+                !w.is_nan() && w != f64::INFINITY,
+                "weights[{i}] must be finite, got log-weight {w}"
+            );
+        }
+        if let Some((i, j)) = first_non_finite(&means) {
+            return Err(Error::invalid(format!(
+                "means[{i}][{j}] must be finite, got {}",
+                means[(i, j)]
+            )));
+        }
+        validate_covariances(&covariances, k, d)?;
+        let norm = log_sum_exp(log_weights.as_slice());
+        ensure!(
+            norm.is_finite(),
+            "weights must sum to a positive finite number"
+        );
+        let log_weights = log_weights.map(|w| w - norm);
+        Ok(Mixture { log_weights, means, covariances })
+    }
+
+    /// Equal-weight point masses at the rows of `points` (an empirical
+    /// prior, i.e. a training set).
+    ///
+    /// # Errors
+    ///
+    /// When there are no points or a coordinate is not finite.
+    pub fn atoms(points: DMatrix<f64>) -> Result<Mixture> {
+        ensure!(points.nrows() > 0, "the training set is empty");
+        let k = points.nrows();
+        let log_weights = DVector::from_element(k, -(k as f64).ln());
+        Mixture::from_log_weights(log_weights, points, Covariances::Atoms)
+    }
+
+    /// A single Gaussian.
+    ///
+    /// # Errors
+    ///
+    /// As [`Mixture::new`].
+    pub fn gaussian(
+        mean: DVector<f64>,
+        covariance: DMatrix<f64>,
+    ) -> Result<Mixture> {
+        let means = DMatrix::from_row_slice(1, mean.len(), mean.as_slice());
+        Mixture::new(
+            DVector::from_element(1, 1.0),
+            means,
+            Covariances::Full(vec![covariance]),
+        )
+    }
+
+    /// The number of components `K`.
+    pub fn num_components(&self) -> usize {
+        self.log_weights.len()
+    }
+
+    /// The dimension `d`.
+    pub fn dim(&self) -> usize {
+        self.means.ncols()
+    }
+
+    /// Normalised log-weights.
+    pub fn log_weights(&self) -> &DVector<f64> {
+        &self.log_weights
+    }
+
+    /// Normalised weights.
+    pub fn weights(&self) -> DVector<f64> {
+        self.log_weights.map(f64::exp)
+    }
+
+    /// The means, one row per component.
+    pub fn means(&self) -> &DMatrix<f64> {
+        &self.means
+    }
+
+    /// The covariances.
+    pub fn covariances(&self) -> &Covariances {
+        &self.covariances
+    }
+
+    /// Whether every component is a point mass.
+    pub fn is_atomic(&self) -> bool {
+        matches!(self.covariances, Covariances::Atoms)
+    }
+
+    /// The covariance of component `k` as a dense `d x d` matrix.
+    ///
+    /// # Panics
+    ///
+    /// When `k >= num_components()`.
+    pub fn component_covariance(&self, k: usize) -> DMatrix<f64> {
+        let d = self.dim();
+        match &self.covariances {
+            Covariances::Atoms => DMatrix::zeros(d, d),
+            Covariances::Isotropic(v) => DMatrix::identity(d, d) * v[k],
+            Covariances::Diagonal(v) => {
+                DMatrix::from_diagonal(&v.row(k).transpose())
+            }
+            Covariances::Full(c) => c[k].clone(),
+        }
+    }
+
+    /// `Sigma_k v` without forming `Sigma_k` unless it is full.
+    fn component_cov_mul(&self, k: usize, v: DVectorView<f64>) -> DVector<f64> {
+        match &self.covariances {
+            Covariances::Atoms => DVector::zeros(v.len()),
+            Covariances::Isotropic(s) => v * s[k],
+            Covariances::Diagonal(s) => {
+                v.component_mul(&s.row(k).transpose())
+            }
+            Covariances::Full(c) => &c[k] * v,
+        }
+    }
+
+    /// The mixture mean `sum_k pi_k mu_k`.
+    pub fn mean(&self) -> DVector<f64> {
+        let w = self.weights();
+        self.means.tr_mul(&w)
+    }
+
+    /// The mixture covariance as a dense `d x d` matrix:
+    ///
+    /// ```text
+    /// sum_k pi_k Sigma_k + sum_k pi_k (mu_k - m)(mu_k - m)^T
+    /// ```
+    pub fn covariance(&self) -> DMatrix<f64> {
+        let d = self.dim();
+        let w = self.weights();
+        let m = self.mean();
+        let mut cov = DMatrix::zeros(d, d);
+        for k in 0..self.num_components() {
+            let centred = self.means.row(k).transpose() - &m;
+            cov += (&centred * centred.transpose()) * w[k];
+            match &self.covariances {
+                Covariances::Atoms => {}
+                Covariances::Isotropic(v) => {
+                    for i in 0..d {
+                        cov[(i, i)] += w[k] * v[k];
+                    }
+                }
+                Covariances::Diagonal(v) => {
+                    for i in 0..d {
+                        cov[(i, i)] += w[k] * v[(k, i)];
+                    }
+                }
+                Covariances::Full(c) => cov += &c[k] * w[k],
+            }
+        }
+        symmetrise(cov)
+    }
+
+    /// The product of the mixture covariance with `v`, in `O(K d)` for
+    /// atoms, isotropic and diagonal components:
+    ///
+    /// ```text
+    /// Cov v = sum_k pi_k Sigma_k v + sum_k pi_k (mu_k - m) <mu_k - m, v>
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When `v.len() != dim()`.
+    pub fn cov_mul(&self, v: DVectorView<f64>) -> DVector<f64> {
+        assert_eq!(v.len(), self.dim(), "cov_mul: vector length");
+        let w = self.weights();
+        let m = self.mean();
+        let mut out = DVector::zeros(self.dim());
+        for k in 0..self.num_components() {
+            if w[k] == 0.0 {
+                continue;
+            }
+            let centred = self.means.row(k).transpose() - &m;
+            let along = centred.dot(&v);
+            out += centred * (w[k] * along);
+            out += self.component_cov_mul(k, v) * w[k];
+        }
+        out
+    }
+
+    /// The law of `alpha x0 + sigma eps` for `x0` from this mixture and
+    /// independent `eps ~ N(0, I)`.
+    ///
+    /// Atoms become isotropic components of variance `sigma^2` (they stay
+    /// atoms when `sigma = 0`).
+    ///
+    /// # Panics
+    ///
+    /// When `alpha` or `sigma` is negative or not finite.
+    pub fn noised(&self, alpha: f64, sigma: f64) -> Mixture {
+        assert!(alpha.is_finite() && alpha >= 0.0, "noised: alpha {alpha}");
+        assert!(sigma.is_finite() && sigma >= 0.0, "noised: sigma {sigma}");
+        let (a2, s2) = (alpha * alpha, sigma * sigma);
+        let k = self.num_components();
+        let covariances = match &self.covariances {
+            Covariances::Atoms if sigma == 0.0 => Covariances::Atoms,
+            Covariances::Atoms => {
+                Covariances::Isotropic(DVector::from_element(k, s2))
+            }
+            Covariances::Isotropic(v) => {
+                Covariances::Isotropic(v.map(|v| a2 * v + s2))
+            }
+            Covariances::Diagonal(v) => {
+                Covariances::Diagonal(v.map(|v| a2 * v + s2))
+            }
+            Covariances::Full(c) => Covariances::Full(
+                c.iter()
+                    .map(|c| {
+                        let mut c = c * a2;
+                        for i in 0..c.nrows() {
+                            c[(i, i)] += s2;
+                        }
+                        c
+                    })
+                    .collect(),
+            ),
+        };
+        Mixture {
+            log_weights: self.log_weights.clone(),
+            means: &self.means * alpha,
+            covariances,
+        }
+    }
+
+    /// Bayes' rule under a linear-Gaussian measurement
+    /// `y = A x0 + b + N(0, noise_std^2 I)`.
+    ///
+    /// Uses the `m x m` gain form when `m <= d` or a covariance is
+    /// singular, and the `d x d` information form otherwise (see the
+    /// module docs). Atoms keep their positions; only their weights change.
+    ///
+    /// # Errors
+    ///
+    /// When shapes disagree, `noise_std` is not positive, `y` is not
+    /// finite, or a matrix that must be positive definite is not.
+    pub fn condition(
+        &self,
+        matrix: &DMatrix<f64>,
+        bias: Option<&DVector<f64>>,
+        noise_std: f64,
+        y: &DVector<f64>,
+    ) -> Result<Conditioned> {
+        let (m, d) = (matrix.nrows(), matrix.ncols());
+        ensure!(
+            d == self.dim(),
+            "forward matrix has {d} columns but the prior has dimension {}",
+            self.dim()
+        );
+        ensure!(
+            y.len() == m,
+            "observation has length {} but the forward model gives {m}",
+            y.len()
+        );
+        check_noise_and_observation(noise_std, y)?;
+        let shifted = match bias {
+            Some(b) => {
+                ensure!(
+                    b.len() == m,
+                    "bias has length {} but the forward model gives {m}",
+                    b.len()
+                );
+                y - b
+            }
+            None => y.clone(),
+        };
+        let noise_var = noise_std * noise_std;
+
+        if self.is_atomic() {
+            let predicted = &self.means * matrix.transpose();
+            let log_lik = DVector::from_iterator(
+                self.num_components(),
+                predicted.row_iter().map(|row| {
+                    isotropic_log_normal(&shifted, &row.transpose(), noise_var)
+                }),
+            );
+            return self.reweight(&log_lik);
+        }
+
+        let use_information = m > d && self.all_components_invertible();
+        let k_count = self.num_components();
+        let mut log_weights = DVector::zeros(k_count);
+        let mut means = DMatrix::zeros(k_count, d);
+        let mut covs = Vec::with_capacity(k_count);
+        for k in 0..k_count {
+            let mu = self.means.row(k).transpose();
+            let sigma = self.component_covariance(k);
+            let residual = &shifted - matrix * &mu;
+            let (log_z, mean, cov) = if use_information {
+                condition_information(&sigma, matrix, noise_var, &mu, &residual)
+            } else {
+                condition_gain(&sigma, matrix, noise_var, &mu, &residual)
+            }
+            .map_err(|e| e.context(format!("component {k}")))?;
+            log_weights[k] = self.log_weights[k] + log_z;
+            means.set_row(k, &mean.transpose());
+            covs.push(cov);
+        }
+        let log_evidence = log_sum_exp(log_weights.as_slice());
+        ensure_evidence(log_evidence)?;
+        log_weights.add_scalar_mut(-log_evidence);
+        let covariances = Covariances::Full(covs);
+        let mixture = Mixture { log_weights, means, covariances };
+        Ok(Conditioned { mixture, log_evidence })
+    }
+
+    /// Bayes' rule when the measurement observes coordinates directly:
+    /// `y_i = x0[keep_i] + N(0, noise_std^2)` (identity, pixel masks,
+    /// subsampling). Diagonal structure is kept, so this is `O(K d)` for
+    /// isotropic and diagonal components.
+    ///
+    /// # Errors
+    ///
+    /// When an index is out of range or repeated, lengths disagree, or
+    /// `noise_std` is not positive.
+    pub fn condition_on_coordinates(
+        &self,
+        keep: &[usize],
+        noise_std: f64,
+        y: &DVector<f64>,
+    ) -> Result<Conditioned> {
+        let d = self.dim();
+        ensure!(
+            y.len() == keep.len(),
+            "observation has length {} but {} coordinates are observed",
+            y.len(),
+            keep.len()
+        );
+        check_noise_and_observation(noise_std, y)?;
+        let mut seen = vec![false; d];
+        for (i, &j) in keep.iter().enumerate() {
+            ensure!(j < d, "keep[{i}] = {j} is out of range for dimension {d}");
+            ensure!(!seen[j], "keep[{i}] = {j} is repeated");
+            seen[j] = true;
+        }
+        let noise_var = noise_std * noise_std;
+        let variances = match &self.covariances {
+            Covariances::Atoms => None,
+            Covariances::Isotropic(v) => Some(DMatrix::from_fn(
+                self.num_components(),
+                d,
+                |k, _| v[k],
+            )),
+            Covariances::Diagonal(v) => Some(v.clone()),
+            Covariances::Full(_) => {
+                let matrix = DMatrix::from_fn(keep.len(), d, |i, j| {
+                    if keep[i] == j { 1.0 } else { 0.0 }
+                });
+                return self.condition(&matrix, None, noise_std, y);
+            }
+        };
+
+        let k_count = self.num_components();
+        let mut log_weights = self.log_weights.clone();
+        let mut means = self.means.clone();
+        let mut post_var = variances.clone();
+        for k in 0..k_count {
+            for (i, &j) in keep.iter().enumerate() {
+                let prior_var = variances.as_ref().map_or(0.0, |v| v[(k, j)]);
+                let total = prior_var + noise_var;
+                let r = y[i] - self.means[(k, j)];
+                log_weights[k] -= 0.5 * (r * r / total + (LN_2PI + total.ln()));
+                if let Some(pv) = post_var.as_mut() {
+                    means[(k, j)] += prior_var / total * r;
+                    pv[(k, j)] = prior_var * noise_var / total;
+                }
+            }
+        }
+        let log_evidence = log_sum_exp(log_weights.as_slice());
+        ensure_evidence(log_evidence)?;
+        log_weights.add_scalar_mut(-log_evidence);
+        let covariances = match post_var {
+            None => Covariances::Atoms,
+            Some(v) => Covariances::Diagonal(v),
+        };
+        let mixture = Mixture { log_weights, means, covariances };
+        Ok(Conditioned { mixture, log_evidence })
+    }
+
+    /// Multiplies the weights by `exp(log_likelihoods)` and normalises.
+    ///
+    /// For atoms this is exact Bayes under any measurement, linear or not:
+    /// `pi~_k ∝ pi_k p(y | x0 = x_k)`.
+    ///
+    /// # Errors
+    ///
+    /// When the length is wrong, a value is NaN, or every component gets
+    /// zero weight (the observation is impossible under the prior).
+    pub fn reweight(&self, log_likelihoods: &DVector<f64>) -> Result<Conditioned> {
+        ensure!(
+            log_likelihoods.len() == self.num_components(),
+            "{} log-likelihoods for {} components",
+            log_likelihoods.len(),
+            self.num_components()
+        );
+        ensure!(
+            log_likelihoods.iter().all(|l| !l.is_nan()),
+            "a log-likelihood is NaN"
+        );
+        let mut log_weights = &self.log_weights + log_likelihoods;
+        let log_evidence = log_sum_exp(log_weights.as_slice());
+        ensure_evidence(log_evidence)?;
+        log_weights.add_scalar_mut(-log_evidence);
+        let mixture = Mixture {
+            log_weights,
+            means: self.means.clone(),
+            covariances: self.covariances.clone(),
+        };
+        Ok(Conditioned { mixture, log_evidence })
+    }
+
+    /// The law of `<u, x0>`: a 1-D mixture with an analytic CDF.
+    ///
+    /// # Panics
+    ///
+    /// When `u.len() != dim()`.
+    pub fn project(&self, u: DVectorView<f64>) -> Mixture1d {
+        assert_eq!(u.len(), self.dim(), "project: direction length");
+        let means = (&self.means * u).iter().copied().collect();
+        let variances = (0..self.num_components())
+            .map(|k| self.component_cov_mul(k, u).dot(&u).max(0.0))
+            .collect();
+        Mixture1d {
+            log_weights: self.log_weights.iter().copied().collect(),
+            means,
+            variances,
+        }
+    }
+
+    /// Draws `n` points (rows of an `n x d` matrix) from the mixture.
+    ///
+    /// Rows are drawn in fixed chunks of [`CHUNK`], chunk `i` from its own
+    /// stream of `seed`, so the result does not depend on the thread count.
+    pub fn sample(&self, n: usize, seed: u64) -> DMatrix<f64> {
+        let sampler = ComponentSampler::new(self);
+        let d = self.dim();
+        let chunks: Vec<DMatrix<f64>> = (0..n.div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|c| {
+                let rows = CHUNK.min(n - c * CHUNK);
+                let mut rng = rng::stream(seed, Purpose::Sample, c as u64);
+                let mut out = DMatrix::zeros(rows, d);
+                for i in 0..rows {
+                    let x = sampler.draw(&mut rng);
+                    out.set_row(i, &x.transpose());
+                }
+                out
+            })
+            .collect();
+        stack_rows(&chunks, d)
+    }
+
+    /// Draws one point with the caller's generator.
+    pub fn sample_one(&self, rng: &mut impl rand::Rng) -> DVector<f64> {
+        ComponentSampler::new(self).draw(rng)
+    }
+
+    fn all_components_invertible(&self) -> bool {
+        match &self.covariances {
+            Covariances::Atoms => false,
+            Covariances::Isotropic(v) => v.iter().all(|&v| v > 0.0),
+            Covariances::Diagonal(v) => v.iter().all(|&v| v > 0.0),
+            Covariances::Full(c) => {
+                c.iter().all(|c| Cholesky::new(c.clone()).is_some())
+            }
+        }
+    }
+}
+
+/// Draws from a mixture: picks a component by its weight, then adds a
+/// square-root factor of its covariance times standard normals.
+pub(crate) struct ComponentSampler<'a> {
+    mixture: &'a Mixture,
+    cumulative: Vec<f64>,
+    factors: Vec<DMatrix<f64>>,
+}
+
+impl<'a> ComponentSampler<'a> {
+    pub(crate) fn new(mixture: &'a Mixture) -> ComponentSampler<'a> {
+        let mut total = 0.0;
+        let cumulative = mixture
+            .weights()
+            .iter()
+            .map(|w| {
+                total += w;
+                total
+            })
+            .collect();
+        // A symmetric square root through the eigendecomposition works for
+        // singular (positive semi-definite) covariances, where a Cholesky
+        // factorisation would fail.
+        let factors = match &mixture.covariances {
+            Covariances::Full(c) => c.iter().map(psd_sqrt).collect(),
+            _ => Vec::new(),
+        };
+        ComponentSampler { mixture, cumulative, factors }
+    }
+
+    pub(crate) fn pick(&self, rng: &mut impl rand::Rng) -> usize {
+        let total = *self.cumulative.last().unwrap_or(&1.0);
+        let u: f64 = rng.random::<f64>() * total;
+        self.cumulative
+            .partition_point(|&c| c <= u)
+            .min(self.cumulative.len() - 1)
+    }
+
+    pub(crate) fn draw(&self, rng: &mut impl rand::Rng) -> DVector<f64> {
+        let k = self.pick(rng);
+        let d = self.mixture.dim();
+        let mean = self.mixture.means.row(k).transpose();
+        let z = DVector::from_fn(d, |_, _| StandardNormal.sample(rng));
+        match &self.mixture.covariances {
+            Covariances::Atoms => mean,
+            Covariances::Isotropic(v) => mean + z * v[k].sqrt(),
+            Covariances::Diagonal(v) => {
+                mean + z.component_mul(&v.row(k).transpose().map(f64::sqrt))
+            }
+            Covariances::Full(_) => mean + &self.factors[k] * z,
+        }
+    }
+}
+
+/// A one-dimensional Gaussian mixture (the projection of a [`Mixture`]),
+/// with analytic density, CDF, survival function and quantile.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Mixture1d {
+    /// Normalised log-weights.
+    pub log_weights: Vec<f64>,
+    /// Component means.
+    pub means: Vec<f64>,
+    /// Component variances (zero for atoms).
+    pub variances: Vec<f64>,
+}
+
+impl Mixture1d {
+    /// `P(X <= x)`: `sum_k pi_k Phi((x - m_k) / s_k)`, a step for atoms.
+    pub fn cdf(&self, x: f64) -> f64 {
+        self.sum_over(|m, v| {
+            if v == 0.0 {
+                if x >= m { 1.0 } else { 0.0 }
+            } else {
+                normal_cdf((x - m) / v.sqrt())
+            }
+        })
+        .min(1.0)
+    }
+
+    /// `P(X > x)`, computed directly (not as `1 - cdf`) so that small
+    /// upper tails keep their relative accuracy.
+    pub fn sf(&self, x: f64) -> f64 {
+        self.sum_over(|m, v| {
+            if v == 0.0 {
+                if x < m { 1.0 } else { 0.0 }
+            } else {
+                normal_cdf(-(x - m) / v.sqrt())
+            }
+        })
+        .min(1.0)
+    }
+
+    /// The density at `x` (atoms contribute nothing).
+    pub fn pdf(&self, x: f64) -> f64 {
+        self.sum_over(|m, v| {
+            if v == 0.0 {
+                0.0
+            } else {
+                (-0.5 * ((x - m) * (x - m) / v + LN_2PI + v.ln())).exp()
+            }
+        })
+    }
+
+    /// The smallest `x` with `cdf(x) >= p`, by bracketing and bisection to
+    /// full double precision.
+    ///
+    /// # Panics
+    ///
+    /// When `p` is not in `[0, 1]`.
+    pub fn quantile(&self, p: f64) -> f64 {
+        assert!((0.0..=1.0).contains(&p), "quantile: p = {p}");
+        let spread = self.variances.iter().fold(0.0_f64, |a, &v| a.max(v));
+        let spread = spread.sqrt().max(1e-300);
+        let low_mean = self.means.iter().copied().fold(f64::INFINITY, f64::min);
+        let high_mean =
+            self.means.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let (mut lo, mut hi) = (low_mean - 40.0 * spread, high_mean + 40.0 * spread);
+        if p == 0.0 {
+            return lo;
+        }
+        for _ in 0..2000 {
+            let mid = 0.5 * (lo + hi);
+            if mid <= lo || mid >= hi {
+                break;
+            }
+            if self.cdf(mid) >= p {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        hi
+    }
+
+    /// The mean `sum_k pi_k m_k`.
+    pub fn mean(&self) -> f64 {
+        self.sum_over(|m, _| m)
+    }
+
+    /// The variance.
+    pub fn variance(&self) -> f64 {
+        let mean = self.mean();
+        self.sum_over(|m, v| v + (m - mean) * (m - mean))
+    }
+
+    /// The fourth central moment
+    /// `sum_k pi_k (d^4 + 6 d^2 v + 3 v^2)`, `d = m_k - mean`.
+    pub fn fourth_central_moment(&self) -> f64 {
+        let mean = self.mean();
+        self.sum_over(|m, v| {
+            let d = m - mean;
+            d.powi(4) + 6.0 * d * d * v + 3.0 * v * v
+        })
+    }
+
+    fn sum_over(&self, f: impl Fn(f64, f64) -> f64) -> f64 {
+        let mut total = 0.0;
+        for k in 0..self.means.len() {
+            let w = self.log_weights[k].exp();
+            if w > 0.0 {
+                total += w * f(self.means[k], self.variances[k]);
+            }
+        }
+        total
+    }
+}
+
+/// Component log-densities, the density and the score of a mixture with
+/// positive definite covariances, prepared once (Cholesky factors,
+/// log-determinants) and evaluated on whole batches.
+#[derive(Clone, Debug)]
+pub struct Density {
+    log_weights: DVector<f64>,
+    means: DMatrix<f64>,
+    shape: Shape,
+}
+
+#[derive(Clone, Debug)]
+enum Shape {
+    Isotropic(DVector<f64>),
+    Diagonal(DMatrix<f64>),
+    Full(Vec<Cholesky<f64, Dyn>>),
+}
+
+impl Density {
+    /// Prepares the density of `mixture`.
+    ///
+    /// # Errors
+    ///
+    /// When a component is an atom or its covariance is not positive
+    /// definite: such a mixture has no density.
+    pub fn new(mixture: &Mixture) -> Result<Density> {
+        let shape = match &mixture.covariances {
+            Covariances::Atoms => {
+                return Err(Error::numerical(
+                    "a mixture of atoms has no density",
+                ));
+            }
+            Covariances::Isotropic(v) => {
+                if let Some(k) = v.iter().position(|&v| v <= 0.0) {
+                    return Err(Error::numerical(format!(
+                        "component {k} has variance {}; it has no density",
+                        v[k]
+                    )));
+                }
+                Shape::Isotropic(v.clone())
+            }
+            Covariances::Diagonal(v) => {
+                if let Some(i) = v.iter().position(|&v| v <= 0.0) {
+                    let (k, j) = (i % v.nrows(), i / v.nrows());
+                    return Err(Error::numerical(format!(
+                        "component {k} has variance {} in coordinate {j}; \
+                         it has no density",
+                        v[(k, j)]
+                    )));
+                }
+                Shape::Diagonal(v.clone())
+            }
+            Covariances::Full(c) => Shape::Full(
+                c.iter()
+                    .enumerate()
+                    .map(|(k, c)| {
+                        Cholesky::new(symmetrise(c.clone())).ok_or_else(|| {
+                            Error::numerical(format!(
+                                "covariance of component {k} is not \
+                                 positive definite"
+                            ))
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+        };
+        Ok(Density {
+            log_weights: mixture.log_weights.clone(),
+            means: mixture.means.clone(),
+            shape,
+        })
+    }
+
+    /// The dimension.
+    pub fn dim(&self) -> usize {
+        self.means.ncols()
+    }
+
+    /// `log pi_k + log N(x; mu_k, C_k)` for every component `k`.
+    pub fn joint_log_densities(&self, x: DVectorView<f64>) -> DVector<f64> {
+        let d = self.dim() as f64;
+        let k_count = self.log_weights.len();
+        DVector::from_fn(k_count, |k, _| {
+            let centred = x - self.means.row(k).transpose();
+            let (quad, log_det) = match &self.shape {
+                Shape::Isotropic(v) => {
+                    (centred.norm_squared() / v[k], d * v[k].ln())
+                }
+                Shape::Diagonal(v) => {
+                    let mut quad = 0.0;
+                    let mut log_det = 0.0;
+                    for j in 0..centred.len() {
+                        quad += centred[j] * centred[j] / v[(k, j)];
+                        log_det += v[(k, j)].ln();
+                    }
+                    (quad, log_det)
+                }
+                Shape::Full(chol) => {
+                    let z = chol[k]
+                        .l_dirty()
+                        .solve_lower_triangular(&centred)
+                        .expect("a Cholesky factor is invertible");
+                    (z.norm_squared(), chol_log_det(&chol[k]))
+                }
+            };
+            self.log_weights[k] - 0.5 * (quad + log_det + d * LN_2PI)
+        })
+    }
+
+    /// `log p(x)`.
+    pub fn log_density(&self, x: DVectorView<f64>) -> f64 {
+        log_sum_exp(self.joint_log_densities(x).as_slice())
+    }
+
+    /// Normalised log-responsibilities `log w_k(x)`.
+    pub fn log_responsibilities(&self, x: DVectorView<f64>) -> DVector<f64> {
+        let mut joint = self.joint_log_densities(x);
+        let norm = log_sum_exp(joint.as_slice());
+        joint.add_scalar_mut(-norm);
+        joint
+    }
+
+    /// `grad log p(x) = - sum_k w_k(x) C_k^{-1} (x - mu_k)`.
+    pub fn score(&self, x: DVectorView<f64>) -> DVector<f64> {
+        let log_w = self.log_responsibilities(x);
+        let mut score = DVector::zeros(self.dim());
+        for k in 0..log_w.len() {
+            let w = log_w[k].exp();
+            if w == 0.0 {
+                continue;
+            }
+            let centred = x - self.means.row(k).transpose();
+            let precision_times = match &self.shape {
+                Shape::Isotropic(v) => centred / v[k],
+                Shape::Diagonal(v) => {
+                    centred.component_div(&v.row(k).transpose())
+                }
+                Shape::Full(chol) => chol[k].solve(&centred),
+            };
+            score -= precision_times * w;
+        }
+        score
+    }
+
+    /// `log p(x)` for every row of `xs`.
+    pub fn log_density_batch(&self, xs: &DMatrix<f64>) -> DVector<f64> {
+        let values: Vec<f64> = (0..xs.nrows())
+            .into_par_iter()
+            .map(|i| self.log_density(xs.row(i).transpose().as_view()))
+            .collect();
+        DVector::from_vec(values)
+    }
+
+    /// The score for every row of `xs` (an `n x d` matrix).
+    pub fn score_batch(&self, xs: &DMatrix<f64>) -> DMatrix<f64> {
+        map_rows(xs, self.dim(), |x| self.score(x.as_view()))
+    }
+}
+
+/// The backward (denoising) posterior `p(x0 | x_t = x)` of a mixture prior
+/// at one noise level `x_t = alpha x0 + sigma eps`, prepared once and
+/// evaluated for many `x`.
+///
+/// ```text
+/// C_k      = alpha^2 Sigma_k + sigma^2 I
+/// w_k(x)   ∝ pi_k N(x; alpha mu_k, C_k)
+/// mu_k|t   = mu_k + alpha Sigma_k C_k^{-1} (x - alpha mu_k)
+/// S_k      = sigma^2 Sigma_k C_k^{-1}
+/// D(x)     = E[x0 | x_t = x] = sum_k w_k mu_k|t = (x + sigma^2 score) / alpha
+/// Cov(x) v = sum_k w_k S_k v + sum_k w_k (mu_k|t - D) <mu_k|t - D, v>
+/// dD/dx v  = (alpha / sigma^2) Cov(x) v
+/// ```
+///
+/// For atoms `mu_k|t = x_k` and `S_k = 0`; for isotropic and diagonal
+/// components the gains are elementwise. Only full covariances need `d x d`
+/// matrices, which are computed once here.
+#[derive(Clone, Debug)]
+pub struct Backward {
+    prior: Mixture,
+    alpha: f64,
+    sigma: f64,
+    marginal: Density,
+    gains: Gains,
+    /// Square roots of the full posterior covariances `S_k`, for sampling.
+    factors: Vec<DMatrix<f64>>,
+}
+
+#[derive(Clone, Debug)]
+enum Gains {
+    Atoms,
+    /// Per component: the gain `alpha v / c` and the variance `sigma^2 v / c`.
+    Isotropic(DVector<f64>, DVector<f64>),
+    /// As isotropic, per coordinate (`K x d`).
+    Diagonal(DMatrix<f64>, DMatrix<f64>),
+    /// Per component: `alpha Sigma C^{-1}` and `sigma^2 Sigma C^{-1}`.
+    Full(Vec<DMatrix<f64>>, Vec<DMatrix<f64>>),
+}
+
+impl Backward {
+    /// Prepares `p(x0 | x_t)` of `prior` at the noise level
+    /// `(alpha, sigma)`.
+    ///
+    /// # Errors
+    ///
+    /// When `alpha` is not positive or `sigma` is not positive (the
+    /// backward posterior of a noise-free observation is not a density
+    /// for every prior), or a noised covariance is not positive definite.
+    pub fn new(prior: &Mixture, alpha: f64, sigma: f64) -> Result<Backward> {
+        ensure!(
+            alpha.is_finite() && alpha > 0.0,
+            "alpha must be positive, got {alpha}"
+        );
+        ensure!(
+            sigma.is_finite() && sigma > 0.0,
+            "sigma must be positive, got {sigma}"
+        );
+        let noised = prior.noised(alpha, sigma);
+        let marginal = Density::new(&noised)?;
+        let s2 = sigma * sigma;
+        let a2 = alpha * alpha;
+        let gains = match &prior.covariances {
+            Covariances::Atoms => Gains::Atoms,
+            Covariances::Isotropic(v) => {
+                let c = v.map(|v| a2 * v + s2);
+                Gains::Isotropic(
+                    v.zip_map(&c, |v, c| alpha * v / c),
+                    v.zip_map(&c, |v, c| s2 * v / c),
+                )
+            }
+            Covariances::Diagonal(v) => {
+                let c = v.map(|v| a2 * v + s2);
+                Gains::Diagonal(
+                    v.zip_map(&c, |v, c| alpha * v / c),
+                    v.zip_map(&c, |v, c| s2 * v / c),
+                )
+            }
+            Covariances::Full(covs) => {
+                let Shape::Full(chols) = &marginal.shape else {
+                    unreachable!("full covariances give a full density")
+                };
+                let mut gains = Vec::with_capacity(covs.len());
+                let mut posts = Vec::with_capacity(covs.len());
+                for (cov, chol) in covs.iter().zip(chols) {
+                    // Sigma C^{-1} = (C^{-1} Sigma)^T, both symmetric.
+                    let sigma_c_inv = chol.solve(cov).transpose();
+                    gains.push(&sigma_c_inv * alpha);
+                    posts.push(symmetrise(&sigma_c_inv * s2));
+                }
+                Gains::Full(gains, posts)
+            }
+        };
+        let factors = match &gains {
+            Gains::Full(_, posts) => posts.iter().map(psd_sqrt).collect(),
+            _ => Vec::new(),
+        };
+        Ok(Backward {
+            prior: prior.clone(),
+            alpha,
+            sigma,
+            marginal,
+            gains,
+            factors,
+        })
+    }
+
+    /// The signal scale `alpha`.
+    pub fn alpha(&self) -> f64 {
+        self.alpha
+    }
+
+    /// The noise scale `sigma`.
+    pub fn sigma(&self) -> f64 {
+        self.sigma
+    }
+
+    /// The density of `x_t`, i.e. of the noised prior.
+    pub fn marginal(&self) -> &Density {
+        &self.marginal
+    }
+
+    /// `log p_t(x)`.
+    pub fn log_marginal(&self, x: DVectorView<f64>) -> f64 {
+        self.marginal.log_density(x)
+    }
+
+    /// `grad log p_t(x)`.
+    pub fn score(&self, x: DVectorView<f64>) -> DVector<f64> {
+        self.marginal.score(x)
+    }
+
+    /// The whole backward posterior `p(x0 | x_t = x)` as a mixture.
+    pub fn posterior(&self, x: DVectorView<f64>) -> Mixture {
+        let log_weights = self.marginal.log_responsibilities(x);
+        let k_count = self.prior.num_components();
+        let d = self.prior.dim();
+        let mut means = self.prior.means.clone();
+        let covariances = match &self.gains {
+            Gains::Atoms => Covariances::Atoms,
+            Gains::Isotropic(gain, post) => {
+                for k in 0..k_count {
+                    for j in 0..d {
+                        let mu = means[(k, j)];
+                        means[(k, j)] = mu + gain[k] * (x[j] - self.alpha * mu);
+                    }
+                }
+                Covariances::Isotropic(post.clone())
+            }
+            Gains::Diagonal(gain, post) => {
+                for k in 0..k_count {
+                    for j in 0..d {
+                        let mu = means[(k, j)];
+                        means[(k, j)] =
+                            mu + gain[(k, j)] * (x[j] - self.alpha * mu);
+                    }
+                }
+                Covariances::Diagonal(post.clone())
+            }
+            Gains::Full(gain, post) => {
+                for k in 0..k_count {
+                    let mu = self.prior.means.row(k).transpose();
+                    let shifted = x - &mu * self.alpha;
+                    let mean = mu + &gain[k] * shifted;
+                    means.set_row(k, &mean.transpose());
+                }
+                Covariances::Full(post.clone())
+            }
+        };
+        Mixture { log_weights, means, covariances }
+    }
+
+    /// Draws `x0 ~ p(x0 | x_t = x)`.
+    pub fn sample_posterior(
+        &self,
+        x: DVectorView<f64>,
+        rng: &mut impl rand::Rng,
+    ) -> DVector<f64> {
+        let log_w = self.marginal.log_responsibilities(x);
+        let u: f64 = rng.random();
+        let mut k = log_w.len() - 1;
+        let mut cumulative = 0.0;
+        for (j, lw) in log_w.iter().enumerate() {
+            cumulative += lw.exp();
+            if u < cumulative {
+                k = j;
+                break;
+            }
+        }
+        let d = self.prior.dim();
+        let mu = self.prior.means.row(k).transpose();
+        let mut z = || DVector::from_fn(d, |_, _| StandardNormal.sample(rng));
+        match &self.gains {
+            Gains::Atoms => mu,
+            Gains::Isotropic(gain, post) => {
+                let shifted = x - &mu * self.alpha;
+                mu + shifted * gain[k] + z() * post[k].sqrt()
+            }
+            Gains::Diagonal(gain, post) => {
+                let shifted = x - &mu * self.alpha;
+                let gain = gain.row(k).transpose();
+                let sd = post.row(k).transpose().map(f64::sqrt);
+                mu + shifted.component_mul(&gain) + z().component_mul(&sd)
+            }
+            Gains::Full(gain, _) => {
+                let shifted = x - &mu * self.alpha;
+                mu + &gain[k] * shifted + &self.factors[k] * z()
+            }
+        }
+    }
+
+    /// The denoiser `D(x) = E[x0 | x_t = x]`.
+    pub fn denoise(&self, x: DVectorView<f64>) -> DVector<f64> {
+        self.posterior(x).mean()
+    }
+
+    /// `Cov[x0 | x_t = x] v`, without forming `d x d` matrices for atoms,
+    /// isotropic or diagonal components.
+    pub fn cov_mul(
+        &self,
+        x: DVectorView<f64>,
+        v: DVectorView<f64>,
+    ) -> DVector<f64> {
+        self.posterior(x).cov_mul(v)
+    }
+
+    /// The Jacobian-vector product `(dD/dx) v = (alpha / sigma^2) Cov v`;
+    /// the Jacobian is symmetric, so this is also the vector-Jacobian
+    /// product.
+    pub fn jvp(&self, x: DVectorView<f64>, v: DVectorView<f64>) -> DVector<f64> {
+        self.cov_mul(x, v) * (self.alpha / (self.sigma * self.sigma))
+    }
+
+    /// The denoiser for every row of `xs` (an `n x d` matrix).
+    ///
+    /// For atoms the squared distances go through one matrix product,
+    /// `|x - a m|^2 = |x|^2 - 2 a <x, m> + a^2 |m|^2`, where `|x|^2` cancels
+    /// in the softmax; rows where the rounding error of that expansion
+    /// could matter (components nearly as far apart as the noise is small,
+    /// relative to machine precision) are recomputed from explicit
+    /// differences.
+    pub fn denoise_batch(&self, xs: &DMatrix<f64>) -> DMatrix<f64> {
+        match &self.gains {
+            Gains::Atoms => self.denoise_atoms_batch(xs),
+            _ => map_rows(xs, self.prior.dim(), |x| self.denoise(x.as_view())),
+        }
+    }
+
+    fn denoise_atoms_batch(&self, xs: &DMatrix<f64>) -> DMatrix<f64> {
+        let means = &self.prior.means;
+        let d = means.ncols();
+        let (alpha, s2) = (self.alpha, self.sigma * self.sigma);
+        let half_norms: DVector<f64> = DVector::from_iterator(
+            means.nrows(),
+            means.row_iter().map(|r| 0.5 * alpha * alpha * r.norm_squared()),
+        );
+        let max_half_norm = half_norms.max();
+        let offsets = DVector::from_fn(means.nrows(), |k, _| {
+            self.prior.log_weights[k] - half_norms[k] / s2
+        });
+        let chunks: Vec<DMatrix<f64>> = (0..xs.nrows().div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|c| {
+                let start = c * CHUNK;
+                let rows = CHUNK.min(xs.nrows() - start);
+                let block = xs.rows(start, rows);
+                // One column of logits per particle, so that each softmax
+                // runs over contiguous memory.
+                let mut logits = means * block.transpose() * (alpha / s2);
+                for i in 0..rows {
+                    let x = block.row(i);
+                    let bound = 8.0
+                        * f64::EPSILON
+                        * (x.norm_squared() + 2.0 * max_half_norm)
+                        / s2;
+                    let mut column = logits.column_mut(i);
+                    if bound < 1e-10 {
+                        column += &offsets;
+                    } else {
+                        for k in 0..means.nrows() {
+                            let dist2 =
+                                (x - means.row(k) * alpha).norm_squared();
+                            column[k] =
+                                self.prior.log_weights[k] - 0.5 * dist2 / s2;
+                        }
+                    }
+                    softmax_in_place(column.as_mut_slice());
+                }
+                (means.transpose() * logits).transpose()
+            })
+            .collect();
+        stack_rows(&chunks, d)
+    }
+}
+
+/// Conditioning of one component in the gain (`m x m`) form.
+fn condition_gain(
+    sigma: &DMatrix<f64>,
+    matrix: &DMatrix<f64>,
+    noise_var: f64,
+    mu: &DVector<f64>,
+    residual: &DVector<f64>,
+) -> Result<(f64, DVector<f64>, DMatrix<f64>)> {
+    let sigma_at = sigma * matrix.transpose();
+    let mut gram = matrix * &sigma_at;
+    for i in 0..gram.nrows() {
+        gram[(i, i)] += noise_var;
+    }
+    let chol = Cholesky::new(symmetrise(gram)).ok_or_else(|| {
+        Error::numerical("A Sigma A^T + noise is not positive definite")
+    })?;
+    let log_z = chol_log_normal(&chol, residual);
+    let mean = mu + &sigma_at * chol.solve(residual);
+    let cov = sigma - &sigma_at * chol.solve(&sigma_at.transpose());
+    Ok((log_z, mean, symmetrise(cov)))
+}
+
+/// Conditioning of one component in the information (`d x d`) form, for
+/// tall operators and invertible covariances.
+fn condition_information(
+    sigma: &DMatrix<f64>,
+    matrix: &DMatrix<f64>,
+    noise_var: f64,
+    mu: &DVector<f64>,
+    residual: &DVector<f64>,
+) -> Result<(f64, DVector<f64>, DMatrix<f64>)> {
+    let m = matrix.nrows() as f64;
+    let prior_chol = Cholesky::new(symmetrise(sigma.clone()))
+        .ok_or_else(|| Error::numerical("covariance is not invertible"))?;
+    let precision = prior_chol.inverse()
+        + matrix.transpose() * matrix * (1.0 / noise_var);
+    let post_chol = Cholesky::new(symmetrise(precision)).ok_or_else(|| {
+        Error::numerical("posterior precision is not positive definite")
+    })?;
+    // Woodbury: r^T G^{-1} r = |r|^2/s2 - u^T P^{-1} u, u = A^T r / s2;
+    // determinant lemma: log det G = m log s2 + log det Sigma + log det P.
+    let u = matrix.transpose() * residual / noise_var;
+    let p_inv_u = post_chol.solve(&u);
+    let quad = residual.norm_squared() / noise_var - u.dot(&p_inv_u);
+    let log_det = m * noise_var.ln()
+        + chol_log_det(&prior_chol)
+        + chol_log_det(&post_chol);
+    let log_z = -0.5 * (quad + log_det + m * LN_2PI);
+    let mean = mu + &p_inv_u;
+    let cov = post_chol.inverse();
+    Ok((log_z, mean, symmetrise(cov)))
+}
+
+fn check_noise_and_observation(noise_std: f64, y: &DVector<f64>) -> Result<()> {
+    ensure!(
+        noise_std.is_finite() && noise_std > 0.0,
+        "noise_std must be positive, got {noise_std}"
+    );
+    if let Some(i) = y.iter().position(|v| !v.is_finite()) {
+        return Err(Error::invalid(format!(
+            "observation[{i}] must be finite, got {}",
+            y[i]
+        )));
+    }
+    Ok(())
+}
+
+fn ensure_evidence(log_evidence: f64) -> Result<()> {
+    if log_evidence.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::numerical(format!(
+            "the observation has zero likelihood under every component \
+             (log-evidence {log_evidence})"
+        )))
+    }
+}
+
+fn validate_covariances(
+    covariances: &Covariances,
+    k: usize,
+    d: usize,
+) -> Result<()> {
+    match covariances {
+        Covariances::Atoms => Ok(()),
+        Covariances::Isotropic(v) => {
+            ensure!(
+                v.len() == k,
+                "covariances has {} entries but there are {k} components",
+                v.len()
+            );
+            for (i, &v) in v.iter().enumerate() {
+                ensure!(
+                    v.is_finite() && v >= 0.0,
+                    "covariances[{i}] must be a finite non-negative variance, \
+                     got {v}"
+                );
+            }
+            Ok(())
+        }
+        Covariances::Diagonal(v) => {
+            ensure!(
+                v.nrows() == k && v.ncols() == d,
+                "diagonal covariances are {} x {} but must be {k} x {d}",
+                v.nrows(),
+                v.ncols()
+            );
+            for i in 0..k {
+                for j in 0..d {
+                    let x = v[(i, j)];
+                    ensure!(
+                        x.is_finite() && x >= 0.0,
+                        "covariances[{i}][{j}] must be a finite non-negative \
+                         variance, got {x}"
+                    );
+                }
+            }
+            Ok(())
+        }
+        Covariances::Full(c) => {
+            ensure!(
+                c.len() == k,
+                "covariances has {} matrices but there are {k} components",
+                c.len()
+            );
+            for (i, c) in c.iter().enumerate() {
+                validate_psd(c, d).map_err(|e| {
+                    e.context(format!("covariances[{i}]"))
+                })?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn validate_psd(c: &DMatrix<f64>, d: usize) -> Result<()> {
+    ensure!(
+        c.nrows() == d && c.ncols() == d,
+        "matrix is {} x {} but must be {d} x {d}",
+        c.nrows(),
+        c.ncols()
+    );
+    if let Some((i, j)) = first_non_finite(c) {
+        return Err(Error::invalid(format!(
+            "entry [{i}][{j}] must be finite, got {}",
+            c[(i, j)]
+        )));
+    }
+    let scale = c.amax().max(f64::MIN_POSITIVE);
+    for i in 0..d {
+        for j in 0..i {
+            let gap = (c[(i, j)] - c[(j, i)]).abs();
+            ensure!(
+                gap <= 1e-10 * scale,
+                "matrix is not symmetric: [{i}][{j}] = {} but [{j}][{i}] = {}",
+                c[(i, j)],
+                c[(j, i)]
+            );
+        }
+    }
+    let eigen = SymmetricEigen::new(symmetrise(c.clone()));
+    let smallest = eigen.eigenvalues.min();
+    ensure!(
+        smallest >= -1e-10 * scale,
+        "matrix is not positive semi-definite (smallest eigenvalue \
+         {smallest})"
+    );
+    Ok(())
+}
+
+fn first_non_finite(m: &DMatrix<f64>) -> Option<(usize, usize)> {
+    let i = m.iter().position(|v| !v.is_finite())?;
+    Some((i % m.nrows(), i / m.nrows()))
+}
+
+/// `(M + M^T) / 2`.
+pub(crate) fn symmetrise(m: DMatrix<f64>) -> DMatrix<f64> {
+    (&m + m.transpose()) * 0.5
+}
+
+/// A symmetric square root of a positive semi-definite matrix, with
+/// eigenvalues below zero (rounding) clamped to zero.
+fn psd_sqrt(c: &DMatrix<f64>) -> DMatrix<f64> {
+    let eigen = SymmetricEigen::new(symmetrise(c.clone()));
+    let roots = eigen.eigenvalues.map(|l| l.max(0.0).sqrt());
+    &eigen.eigenvectors
+        * DMatrix::from_diagonal(&roots)
+        * eigen.eigenvectors.transpose()
+}
+
+fn chol_log_det(chol: &Cholesky<f64, Dyn>) -> f64 {
+    2.0 * chol.l_dirty().diagonal().iter().map(|v| v.ln()).sum::<f64>()
+}
+
+/// `log N(r; 0, G)` from the Cholesky factor of `G`.
+fn chol_log_normal(chol: &Cholesky<f64, Dyn>, r: &DVector<f64>) -> f64 {
+    let z = chol
+        .l_dirty()
+        .solve_lower_triangular(r)
+        .expect("a Cholesky factor is invertible");
+    -0.5 * (z.norm_squared() + chol_log_det(chol) + r.len() as f64 * LN_2PI)
+}
+
+/// `log N(y; mean, var I)`.
+pub(crate) fn isotropic_log_normal(
+    y: &DVector<f64>,
+    mean: &DVector<f64>,
+    var: f64,
+) -> f64 {
+    let m = y.len() as f64;
+    -0.5 * ((y - mean).norm_squared() / var + m * (LN_2PI + var.ln()))
+}
+
+/// `log sum_i exp(v_i)`, stable for large and `-inf` entries.
+pub fn log_sum_exp(values: &[f64]) -> f64 {
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !max.is_finite() {
+        return max;
+    }
+    max + values.iter().map(|v| (v - max).exp()).sum::<f64>().ln()
+}
+
+fn softmax_in_place(values: &mut [f64]) {
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mut total = 0.0;
+    for v in values.iter_mut() {
+        *v = (*v - max).exp();
+        total += *v;
+    }
+    for v in values.iter_mut() {
+        *v /= total;
+    }
+}
+
+/// The standard normal CDF `Phi(z) = erfc(-z / sqrt 2) / 2`, accurate to
+/// full relative precision in both tails.
+pub fn normal_cdf(z: f64) -> f64 {
+    0.5 * statrs::function::erf::erfc(-z / std::f64::consts::SQRT_2)
+}
+
+/// Applies `f` to every row of `xs` in parallel, in fixed chunks.
+pub(crate) fn map_rows(
+    xs: &DMatrix<f64>,
+    out_dim: usize,
+    f: impl Fn(DVector<f64>) -> DVector<f64> + Sync,
+) -> DMatrix<f64> {
+    let chunks: Vec<DMatrix<f64>> = (0..xs.nrows().div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| {
+            let start = c * CHUNK;
+            let rows = CHUNK.min(xs.nrows() - start);
+            let mut out = DMatrix::zeros(rows, out_dim);
+            for i in 0..rows {
+                let value = f(xs.row(start + i).transpose());
+                out.set_row(i, &value.transpose());
+            }
+            out
+        })
+        .collect();
+    stack_rows(&chunks, out_dim)
+}
+
+/// Stacks row blocks into one matrix.
+pub(crate) fn stack_rows(blocks: &[DMatrix<f64>], d: usize) -> DMatrix<f64> {
+    let n = blocks.iter().map(|b| b.nrows()).sum();
+    let mut out = DMatrix::zeros(n, d);
+    let mut start = 0;
+    for b in blocks {
+        out.rows_mut(start, b.nrows()).copy_from(b);
+        start += b.nrows();
+    }
+    out
+}
