@@ -30,11 +30,11 @@ enum Command {
         format: Format,
     },
     /// Prints the exact posterior p(x0 | y) of a case and its summary at a
-    /// few diffusion times.
+    /// few diffusion times (of every built-in case without --case).
     Truth {
         /// A built-in case name or a path to a case file.
         #[arg(long)]
-        case: String,
+        case: Option<String>,
         /// Output format; json prints full covariance matrices with every
         /// number round-trip exact.
         #[arg(long, value_enum, default_value_t = Format::Human)]
@@ -57,7 +57,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Cases { format } => cases(format),
-        Command::Truth { case, format, times } => truth(&case, format, times),
+        Command::Truth { case: Some(case), format, times } => {
+            truth(&case, format, times)
+        }
+        Command::Truth { case: None, format, times } => {
+            truth_of_builtins(format, times)
+        }
     };
     match result {
         Ok(text) => emit(&text),
@@ -141,6 +146,22 @@ fn first_sentence(text: &str) -> &str {
         Some(i) if i < 90 => &text[..i],
         _ => text.get(..90).unwrap_or(text),
     }
+}
+
+fn truth_of_builtins(
+    format: Format,
+    times: Option<Vec<f64>>,
+) -> Result<String, Error> {
+    let mut parts = Vec::new();
+    for name in Case::builtin_names() {
+        eprintln!("computing the exact posterior of {name}");
+        let text = truth(name, format, times.clone())?;
+        parts.push(text.trim_end().to_string());
+    }
+    Ok(match format {
+        Format::Json => format!("[{}]\n", parts.join(",\n")),
+        _ => format!("{}\n", parts.join("\n\n")),
+    })
 }
 
 fn truth(

@@ -1,1 +1,5 @@
 //! Integration tests: one binary, one module per area.
+
+mod case_files;
+mod identities;
+mod util;
