@@ -9,6 +9,7 @@ pub mod error;
 pub mod forward;
 pub mod mixture;
 pub mod rng;
+pub mod sampler;
 pub mod schedule;
 pub mod stats;
 pub mod truth;

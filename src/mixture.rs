@@ -28,7 +28,9 @@
 //! All weights are kept as normalised log-weights and combined with
 //! log-sum-exp in f64.
 
-use nalgebra::{Cholesky, DMatrix, DVector, DVectorView, Dyn, SymmetricEigen};
+use nalgebra::{
+    Cholesky, DMatrix, DMatrixView, DVector, DVectorView, Dyn, SymmetricEigen,
+};
 use rand::RngExt;
 use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
@@ -952,6 +954,10 @@ pub struct Backward {
     gains: Gains,
     /// Square roots of the full posterior covariances `S_k`, for sampling.
     factors: Vec<DMatrix<f64>>,
+    /// For atoms: `log pi_k - alpha^2 |x_k|^2 / (2 sigma^2)`.
+    atom_offsets: DVector<f64>,
+    /// For atoms: `max_k alpha^2 |x_k|^2 / 2`.
+    max_half_norm: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -1022,6 +1028,12 @@ impl Backward {
             Gains::Full(_, posts) => posts.iter().map(psd_sqrt).collect(),
             _ => Vec::new(),
         };
+        let half_norms = DVector::from_iterator(
+            prior.num_components(),
+            prior.means.row_iter().map(|r| 0.5 * a2 * r.norm_squared()),
+        );
+        let max_half_norm = half_norms.max();
+        let atom_offsets = &prior.log_weights - half_norms / s2;
         Ok(Backward {
             prior: prior.clone(),
             alpha,
@@ -1029,6 +1041,8 @@ impl Backward {
             marginal,
             gains,
             factors,
+            atom_offsets,
+            max_half_norm,
         })
     }
 
@@ -1173,50 +1187,108 @@ impl Backward {
         }
     }
 
+    /// The denoiser and the Jacobian-vector products `(dD/dx)(x_i) v_i`
+    /// for every row `x_i` of `xs` and `v_i` of `vs`. For atoms both come
+    /// from one softmax per particle:
+    ///
+    /// ```text
+    /// D = W X,   Cov v = X^T (w ∘ (X v)) - D <D, v>,   dD/dx v = (alpha/sigma^2) Cov v
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When `xs` and `vs` differ in shape.
+    pub fn denoise_and_jvp_batch(
+        &self,
+        xs: &DMatrix<f64>,
+        vs: &DMatrix<f64>,
+    ) -> (DMatrix<f64>, DMatrix<f64>) {
+        assert_eq!(xs.shape(), vs.shape(), "denoise_and_jvp_batch: shapes");
+        let d = self.prior.dim();
+        let factor = self.alpha / (self.sigma * self.sigma);
+        let pairs: Vec<(DMatrix<f64>, DMatrix<f64>)> =
+            (0..xs.nrows().div_ceil(CHUNK))
+                .into_par_iter()
+                .map(|c| {
+                    let start = c * CHUNK;
+                    let rows = CHUNK.min(xs.nrows() - start);
+                    let block = xs.rows(start, rows);
+                    let v_block = vs.rows(start, rows);
+                    if matches!(self.gains, Gains::Atoms) {
+                        let atoms = &self.prior.means;
+                        let weights = self.atom_weights(block);
+                        let denoised_t = atoms.transpose() * &weights;
+                        let along = atoms * v_block.transpose();
+                        let mut cov_v = atoms.transpose() * weights.component_mul(&along);
+                        for i in 0..rows {
+                            let dv = denoised_t.column(i).dot(&v_block.row(i).transpose());
+                            let mut col = cov_v.column_mut(i);
+                            col.axpy(-dv, &denoised_t.column(i), 1.0);
+                        }
+                        (denoised_t.transpose(), cov_v.transpose() * factor)
+                    } else {
+                        let mut denoised = DMatrix::zeros(rows, d);
+                        let mut jvp = DMatrix::zeros(rows, d);
+                        for i in 0..rows {
+                            let x = block.row(i).transpose();
+                            let v = v_block.row(i).transpose();
+                            let posterior = self.posterior(x.as_view());
+                            denoised.set_row(i, &posterior.mean().transpose());
+                            let cv = posterior.cov_mul(v.as_view()) * factor;
+                            jvp.set_row(i, &cv.transpose());
+                        }
+                        (denoised, jvp)
+                    }
+                })
+                .collect();
+        let (denoised, jvp): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+        (stack_rows(&denoised, d), stack_rows(&jvp, d))
+    }
+
+    /// The softmax weights of the atoms for a block of particles, one
+    /// column per particle (`K x rows`).
+    ///
+    /// The squared distances go through one matrix product,
+    /// `|x - a m|^2 = |x|^2 - 2 a <x, m> + a^2 |m|^2`, where `|x|^2` cancels
+    /// in the softmax; columns where the rounding error of that expansion
+    /// could matter (components far apart relative to a tiny noise) are
+    /// recomputed from explicit differences.
+    fn atom_weights(&self, block: DMatrixView<f64>) -> DMatrix<f64> {
+        let means = &self.prior.means;
+        let (alpha, s2) = (self.alpha, self.sigma * self.sigma);
+        let mut logits = means * block.transpose() * (alpha / s2);
+        for i in 0..block.nrows() {
+            let x = block.row(i);
+            let bound = 8.0
+                * f64::EPSILON
+                * (x.norm_squared() + 2.0 * self.max_half_norm)
+                / s2;
+            let mut column = logits.column_mut(i);
+            if bound < 1e-10 {
+                column += &self.atom_offsets;
+            } else {
+                for k in 0..means.nrows() {
+                    let dist2 = (x - means.row(k) * alpha).norm_squared();
+                    column[k] = self.prior.log_weights[k] - 0.5 * dist2 / s2;
+                }
+            }
+            softmax_in_place(column.as_mut_slice());
+        }
+        logits
+    }
+
     fn denoise_atoms_batch(&self, xs: &DMatrix<f64>) -> DMatrix<f64> {
         let means = &self.prior.means;
-        let d = means.ncols();
-        let (alpha, s2) = (self.alpha, self.sigma * self.sigma);
-        let half_norms: DVector<f64> = DVector::from_iterator(
-            means.nrows(),
-            means.row_iter().map(|r| 0.5 * alpha * alpha * r.norm_squared()),
-        );
-        let max_half_norm = half_norms.max();
-        let offsets = DVector::from_fn(means.nrows(), |k, _| {
-            self.prior.log_weights[k] - half_norms[k] / s2
-        });
         let chunks: Vec<DMatrix<f64>> = (0..xs.nrows().div_ceil(CHUNK))
             .into_par_iter()
             .map(|c| {
                 let start = c * CHUNK;
                 let rows = CHUNK.min(xs.nrows() - start);
-                let block = xs.rows(start, rows);
-                // One column of logits per particle, so that each softmax
-                // runs over contiguous memory.
-                let mut logits = means * block.transpose() * (alpha / s2);
-                for i in 0..rows {
-                    let x = block.row(i);
-                    let bound = 8.0
-                        * f64::EPSILON
-                        * (x.norm_squared() + 2.0 * max_half_norm)
-                        / s2;
-                    let mut column = logits.column_mut(i);
-                    if bound < 1e-10 {
-                        column += &offsets;
-                    } else {
-                        for k in 0..means.nrows() {
-                            let dist2 =
-                                (x - means.row(k) * alpha).norm_squared();
-                            column[k] =
-                                self.prior.log_weights[k] - 0.5 * dist2 / s2;
-                        }
-                    }
-                    softmax_in_place(column.as_mut_slice());
-                }
-                (means.transpose() * logits).transpose()
+                let weights = self.atom_weights(xs.rows(start, rows));
+                (means.transpose() * weights).transpose()
             })
             .collect();
-        stack_rows(&chunks, d)
+        stack_rows(&chunks, means.ncols())
     }
 }
 

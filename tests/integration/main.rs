@@ -2,4 +2,5 @@
 
 mod case_files;
 mod identities;
+mod reference;
 mod util;
