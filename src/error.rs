@@ -122,8 +122,8 @@ mod tests {
     #[test]
     fn source_is_kept_out_of_the_message() {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
-        let err = Error::new(ErrorKind::Io, "cannot read case.json")
-            .with_source(io);
+        let err =
+            Error::new(ErrorKind::Io, "cannot read case.json").with_source(io);
         assert_eq!(err.to_string(), "cannot read case.json");
         let source = std::error::Error::source(&err).unwrap();
         assert_eq!(source.to_string(), "gone");

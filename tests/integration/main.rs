@@ -3,4 +3,5 @@
 mod case_files;
 mod identities;
 mod reference;
+mod schedule;
 mod util;
