@@ -34,7 +34,11 @@ use crate::rng::{self, CHUNK, Purpose};
 use crate::schedule::Schedule;
 use crate::truth::Truth;
 
+mod broken;
 mod exact;
+mod guidance;
+mod smc;
+mod spectral;
 
 pub use exact::{ExactTransition, ScoreSampler};
 
@@ -306,16 +310,15 @@ pub struct Entry {
     pub build: fn(&mut Settings) -> Result<Box<dyn Sampler>>,
 }
 
-/// Every built-in sampler.
+/// Every built-in sampler: reference samplers first, then the samplers
+/// under test, then the deliberately broken ones.
 pub fn registry() -> Vec<Entry> {
     let mut entries = exact::entries();
-    entries.extend(extra_entries());
+    entries.extend(guidance::entries());
+    entries.extend(spectral::entries());
+    entries.extend(smc::entries());
+    entries.extend(broken::entries());
     entries
-}
-
-/// Samplers registered by other modules of this crate.
-fn extra_entries() -> Vec<Entry> {
-    Vec::new()
 }
 
 /// Builds a sampler from `name[:key=value,...]`.
