@@ -20,7 +20,7 @@
 //!
 //! | variant | alpha_t | sigma_t | t in |
 //! |---|---|---|---|
-//! | [`Schedule::VpLinear`] | `sqrt(abar(t))` | `sqrt(1 - abar(t))` | `[0, 1]` |
+//! | [`Schedule::VpLinear`] | `sqrt(abar(t))` | `sqrt(1 - abar(t))` | `[0,1]` |
 //! | [`Schedule::DdpmLinear`] | same, discrete `abar_i` | same | `[0, 1]` |
 //! | [`Schedule::DdpmCosine`] | same, discrete `abar_i` | same | `[0, 1]` |
 //! | [`Schedule::VeGeometric`] | `1` | `smin (smax/smin)^t` | `[0,1]` |
