@@ -44,7 +44,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{Error, ErrorKind, Result, ensure};
-use crate::forward::{ForwardModel, Operator};
+use crate::forward::{Blur, ForwardModel, NonlinearMap, Operator};
 use crate::mixture::{Covariances, Mixture};
 use crate::rng::{self, Purpose};
 use crate::schedule::Schedule;
@@ -574,17 +574,17 @@ fn build_forward(
                 ));
             };
             let operator = match (kernel, gaussian_std) {
-                (Some(kernel), None) => Operator::Blur {
+                (Some(kernel), None) => Operator::Blur(Blur {
                     height,
                     width,
                     kernel: rows_to_matrix(kernel, "kernel")?,
-                },
-                (None, Some(std)) => crate::forward::blur_gaussian(
+                }),
+                (None, Some(std)) => Operator::Blur(Blur::gaussian(
                     height,
                     width,
                     *std,
                     size.unwrap_or(5),
-                )?,
+                )?),
                 _ => {
                     return Err(Error::invalid(
                         "a blur needs exactly one of kernel and gaussian_std",
@@ -594,7 +594,17 @@ fn build_forward(
             (operator, *noise_std, None)
         }
         ForwardSpec::Nonlinear { map, noise_std } => {
-            (crate::forward::named_map(map, d)?, *noise_std, None)
+            let map = match map.as_str() {
+                "abs" => NonlinearMap::abs(d),
+                "square" => NonlinearMap::square(d),
+                "norm" => NonlinearMap::norm(d),
+                other => {
+                    return Err(Error::invalid(format!(
+                        "unknown map `{other}`; expected abs, square or norm"
+                    )));
+                }
+            };
+            (Operator::Nonlinear(map), *noise_std, None)
         }
     };
     let mut forward = ForwardModel::new(operator, noise_std)?;

@@ -97,7 +97,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// unless the condition holds.
 macro_rules! ensure {
     ($cond:expr, $($arg:tt)+) => {
-        if !$cond {
+        if $cond {
+        } else {
             return Err($crate::error::Error::invalid(format!($($arg)+)));
         }
     };

@@ -12,16 +12,18 @@
 //! [`Schedule::time_range`] gives the meaningful domain and its upper end
 //! is always the noise end. `log_snr` decreases strictly over the range,
 //! which is what makes [`Schedule::time_for_ve_sigma`] well defined.
+//! Outside the range the formulas are evaluated as written (discrete
+//! schedules extend their end segments); nothing is clamped.
 //!
 //! The families and their published defaults are those of section 1.2 of
 //! `reference/math.md`:
 //!
 //! | variant | alpha_t | sigma_t | t in |
 //! |---|---|---|---|
-//! | [`Schedule::VpLinear`] | `sqrt(abar(t))` | `sqrt(1 - abar(t))` | `[0, 1]` |
+//! | [`Schedule::VpLinear`] | `sqrt(abar(t))` | `sqrt(1 - abar(t))` | `[0,1]` |
 //! | [`Schedule::DdpmLinear`] | same, discrete `abar_i` | same | `[0, 1]` |
 //! | [`Schedule::DdpmCosine`] | same, discrete `abar_i` | same | `[0, 1]` |
-//! | [`Schedule::VeGeometric`] | `1` | `smin (smax/smin)^t` | `[0, 1]` |
+//! | [`Schedule::VeGeometric`] | `1` | `smin (smax/smin)^t` | `[0,1]` |
 //! | [`Schedule::Edm`] | `1` | `t` | `[0, smax]` |
 //! | [`Schedule::RectifiedFlow`] | `1 - t` | `t` | `[0, 1]` |
 //!

@@ -435,7 +435,7 @@ pub fn condition(
     );
     let noise_std = forward.noise_std();
     if mixture.is_atomic() {
-        let log_lik = forward.log_likelihood_batch(y, mixture.means());
+        let log_lik = forward.log_likelihood_batch(y.as_view(), mixture.means());
         return mixture.reweight(&log_lik);
     }
     let keep: Option<Vec<usize>> = match forward.operator() {
