@@ -72,14 +72,8 @@ pub struct Case {
 
 /// The built-in cases, in the order `cases` lists them.
 const BUILTIN: &[(&str, &str)] = &[
-    (
-        "fsr-three-atoms",
-        include_str!("../fixtures/cases/fsr-three-atoms.json"),
-    ),
-    (
-        "fsr-gaussian-1d",
-        include_str!("../fixtures/cases/fsr-gaussian-1d.json"),
-    ),
+    ("fsr-three-atoms", include_str!("../fixtures/cases/fsr-three-atoms.json")),
+    ("fsr-gaussian-1d", include_str!("../fixtures/cases/fsr-gaussian-1d.json")),
     (
         "fsr-two-modes-1d",
         include_str!("../fixtures/cases/fsr-two-modes-1d.json"),
@@ -88,10 +82,7 @@ const BUILTIN: &[(&str, &str)] = &[
         "gmm-2d-one-coordinate",
         include_str!("../fixtures/cases/gmm-2d-one-coordinate.json"),
     ),
-    (
-        "mcgdiff-grid-d8",
-        include_str!("../fixtures/cases/mcgdiff-grid-d8.json"),
-    ),
+    ("mcgdiff-grid-d8", include_str!("../fixtures/cases/mcgdiff-grid-d8.json")),
     (
         "digits-half-masked",
         include_str!("../fixtures/cases/digits-half-masked.json"),
@@ -173,9 +164,8 @@ impl Case {
     ///
     /// When the text is not a valid case.
     pub fn from_json(text: &str, base: &Base) -> Result<Case> {
-        let file: CaseFile = serde_json::from_str(text).map_err(|e| {
-            Error::invalid(format!("invalid case file: {e}"))
-        })?;
+        let file: CaseFile = serde_json::from_str(text)
+            .map_err(|e| Error::invalid(format!("invalid case file: {e}")))?;
         ensure!(
             file.schema_version == 1,
             "schema_version must be 1, got {}",
@@ -183,8 +173,8 @@ impl Case {
         );
         ensure!(!file.name.trim().is_empty(), "name must not be empty");
         let image_shape = file.image_shape.map(|[h, w]| (h, w));
-        let prior = build_prior(&file.prior, base)
-            .map_err(|e| e.context("prior"))?;
+        let prior =
+            build_prior(&file.prior, base).map_err(|e| e.context("prior"))?;
         let d = prior.dim();
         if let Some((h, w)) = image_shape {
             ensure!(
@@ -243,7 +233,11 @@ struct CaseFile {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum PriorSpec {
-    GaussianMixture { weights: Vec<f64>, means: Vec<Vec<f64>>, covariances: Value },
+    GaussianMixture {
+        weights: Vec<f64>,
+        means: Vec<Vec<f64>>,
+        covariances: Value,
+    },
     Empirical {
         #[serde(default)]
         points: Option<Vec<Vec<f64>>>,
@@ -327,7 +321,11 @@ fn build_prior(spec: &PriorSpec, base: &Base) -> Result<Mixture> {
             let means = rows_to_matrix(means, "means")?;
             let covariances =
                 parse_covariances(covariances, weights.len(), means.ncols())?;
-            Mixture::new(DVector::from_column_slice(weights), means, covariances)
+            Mixture::new(
+                DVector::from_column_slice(weights),
+                means,
+                covariances,
+            )
         }
         PriorSpec::Empirical { points, file, columns, scale, shift, limit } => {
             let points = match (points, file) {

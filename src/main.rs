@@ -244,10 +244,8 @@ fn truth(
 
 fn default_times(t_min: f64, t_max: f64) -> Vec<f64> {
     let fractions = [1.0, 0.5, 0.2, 0.1, 0.05];
-    let mut times: Vec<f64> = fractions
-        .iter()
-        .map(|f| t_min + f * (t_max - t_min))
-        .collect();
+    let mut times: Vec<f64> =
+        fractions.iter().map(|f| t_min + f * (t_max - t_min)).collect();
     times.push(t_min);
     times
 }

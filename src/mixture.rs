@@ -245,9 +245,7 @@ impl Mixture {
         match &self.covariances {
             Covariances::Atoms => DVector::zeros(v.len()),
             Covariances::Isotropic(s) => v * s[k],
-            Covariances::Diagonal(s) => {
-                v.component_mul(&s.row(k).transpose())
-            }
+            Covariances::Diagonal(s) => v.component_mul(&s.row(k).transpose()),
             Covariances::Full(c) => &c[k] * v,
         }
     }
@@ -473,11 +471,9 @@ impl Mixture {
         let noise_var = noise_std * noise_std;
         let variances = match &self.covariances {
             Covariances::Atoms => None,
-            Covariances::Isotropic(v) => Some(DMatrix::from_fn(
-                self.num_components(),
-                d,
-                |k, _| v[k],
-            )),
+            Covariances::Isotropic(v) => {
+                Some(DMatrix::from_fn(self.num_components(), d, |k, _| v[k]))
+            }
             Covariances::Diagonal(v) => Some(v.clone()),
             Covariances::Full(_) => {
                 let matrix = DMatrix::from_fn(keep.len(), d, |i, j| {
@@ -523,7 +519,10 @@ impl Mixture {
     ///
     /// When the length is wrong, a value is NaN, or every component gets
     /// zero weight (the observation is impossible under the prior).
-    pub fn reweight(&self, log_likelihoods: &DVector<f64>) -> Result<Conditioned> {
+    pub fn reweight(
+        &self,
+        log_likelihoods: &DVector<f64>,
+    ) -> Result<Conditioned> {
         ensure!(
             log_likelihoods.len() == self.num_components(),
             "{} log-likelihoods for {} components",
@@ -719,7 +718,8 @@ impl Mixture1d {
         let low_mean = self.means.iter().copied().fold(f64::INFINITY, f64::min);
         let high_mean =
             self.means.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let (mut lo, mut hi) = (low_mean - 40.0 * spread, high_mean + 40.0 * spread);
+        let (mut lo, mut hi) =
+            (low_mean - 40.0 * spread, high_mean + 40.0 * spread);
         if p == 0.0 {
             return lo;
         }
@@ -1099,10 +1099,10 @@ impl Backward {
                 Covariances::Diagonal(post.clone())
             }
             Gains::Full(gain, post) => {
-                for k in 0..k_count {
+                for (k, gain) in gain.iter().enumerate() {
                     let mu = self.prior.means.row(k).transpose();
                     let shifted = x - &mu * self.alpha;
-                    let mean = mu + &gain[k] * shifted;
+                    let mean = mu + gain * shifted;
                     means.set_row(k, &mean.transpose());
                 }
                 Covariances::Full(post.clone())
@@ -1168,7 +1168,11 @@ impl Backward {
     /// The Jacobian-vector product `(dD/dx) v = (alpha / sigma^2) Cov v`;
     /// the Jacobian is symmetric, so this is also the vector-Jacobian
     /// product.
-    pub fn jvp(&self, x: DVectorView<f64>, v: DVectorView<f64>) -> DVector<f64> {
+    pub fn jvp(
+        &self,
+        x: DVectorView<f64>,
+        v: DVectorView<f64>,
+    ) -> DVector<f64> {
         self.cov_mul(x, v) * (self.alpha / (self.sigma * self.sigma))
     }
 
@@ -1219,9 +1223,12 @@ impl Backward {
                         let weights = self.atom_weights(block);
                         let denoised_t = atoms.transpose() * &weights;
                         let along = atoms * v_block.transpose();
-                        let mut cov_v = atoms.transpose() * weights.component_mul(&along);
+                        let mut cov_v =
+                            atoms.transpose() * weights.component_mul(&along);
                         for i in 0..rows {
-                            let dv = denoised_t.column(i).dot(&v_block.row(i).transpose());
+                            let dv = denoised_t
+                                .column(i)
+                                .dot(&v_block.row(i).transpose());
                             let mut col = cov_v.column_mut(i);
                             col.axpy(-dv, &denoised_t.column(i), 1.0);
                         }
@@ -1326,8 +1333,8 @@ fn condition_information(
     let m = matrix.nrows() as f64;
     let prior_chol = Cholesky::new(symmetrise(sigma.clone()))
         .ok_or_else(|| Error::numerical("covariance is not invertible"))?;
-    let precision = prior_chol.inverse()
-        + matrix.transpose() * matrix * (1.0 / noise_var);
+    let precision =
+        prior_chol.inverse() + matrix.transpose() * matrix * (1.0 / noise_var);
     let post_chol = Cholesky::new(symmetrise(precision)).ok_or_else(|| {
         Error::numerical("posterior precision is not positive definite")
     })?;
@@ -1418,9 +1425,8 @@ fn validate_covariances(
                 c.len()
             );
             for (i, c) in c.iter().enumerate() {
-                validate_psd(c, d).map_err(|e| {
-                    e.context(format!("covariances[{i}]"))
-                })?;
+                validate_psd(c, d)
+                    .map_err(|e| e.context(format!("covariances[{i}]")))?;
             }
             Ok(())
         }

@@ -141,7 +141,8 @@ impl Truth {
         ensure!(t.is_finite(), "time must be finite, got {t}");
         let (alpha, sigma) = self.schedule.alpha_sigma(t);
         let context = |e: Error| e.context(format!("at t = {t}"));
-        let prior = Backward::new(&self.prior, alpha, sigma).map_err(context)?;
+        let prior =
+            Backward::new(&self.prior, alpha, sigma).map_err(context)?;
         let posterior =
             Backward::new(&self.posterior, alpha, sigma).map_err(context)?;
         Ok(TruthAt { truth: self, t, alpha, sigma, prior, posterior })
@@ -372,7 +373,8 @@ impl TruthAt<'_> {
                 let mut out = DMatrix::zeros(rows, d);
                 for i in 0..rows {
                     let x = xs.row(start + i).transpose();
-                    let x0 = self.posterior.sample_posterior(x.as_view(), &mut rng);
+                    let x0 =
+                        self.posterior.sample_posterior(x.as_view(), &mut rng);
                     let mut next = x * a + x0 * b;
                     if c > 0.0 {
                         next += DVector::from_fn(d, |_, _| {
@@ -400,7 +402,8 @@ pub fn ddim_coefficients(
     eta: f64,
 ) -> (f64, f64, f64) {
     let ratio = alpha_t / alpha_s;
-    let bridge = (sigma_t * sigma_t - ratio * ratio * sigma_s * sigma_s).max(0.0);
+    let bridge =
+        (sigma_t * sigma_t - ratio * ratio * sigma_s * sigma_s).max(0.0);
     let var = bridge * sigma_s * sigma_s / (sigma_t * sigma_t);
     let c = eta * var.sqrt();
     let a = (sigma_s * sigma_s - c * c).max(0.0).sqrt() / sigma_t;
@@ -435,7 +438,8 @@ pub fn condition(
     );
     let noise_std = forward.noise_std();
     if mixture.is_atomic() {
-        let log_lik = forward.log_likelihood_batch(y.as_view(), mixture.means());
+        let log_lik =
+            forward.log_likelihood_batch(y.as_view(), mixture.means());
         return mixture.reweight(&log_lik);
     }
     let keep: Option<Vec<usize>> = match forward.operator() {

@@ -209,8 +209,10 @@ impl Sampler for ScoreSampler {
                     let h = t - s;
                     let f = schedule.drift(t);
                     let g2 = schedule.diffusion_squared(t);
-                    let score = (denoised.clone() * alpha - &x) / (sigma * sigma);
-                    &x + (x.clone() * (-f) + score * g2) * h + z * (g2 * h).sqrt()
+                    let score =
+                        (denoised.clone() * alpha - &x) / (sigma * sigma);
+                    &x + (x.clone() * (-f) + score * g2) * h
+                        + z * (g2 * h).sqrt()
                 }
                 method => {
                     let eta = if method == "ddpm" { 1.0 } else { 0.0 };

@@ -285,11 +285,8 @@ pub trait Sampler: Send + Sync {
     /// The sampler and its settings as `name:key=value,...`, the form that
     /// [`build`] reads back.
     fn spec(&self) -> String {
-        let settings: Vec<String> = self
-            .settings()
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
+        let settings: Vec<String> =
+            self.settings().iter().map(|(k, v)| format!("{k}={v}")).collect();
         if settings.is_empty() {
             self.name().to_string()
         } else {
@@ -418,14 +415,20 @@ impl Settings {
     /// # Errors
     ///
     /// When the value does not parse or is zero.
-    pub fn count(&mut self, key: &'static str, default: usize) -> Result<usize> {
+    pub fn count(
+        &mut self,
+        key: &'static str,
+        default: usize,
+    ) -> Result<usize> {
         self.known.push(key);
         let Some(text) = self.values.remove(key) else {
             return Ok(default);
         };
         match text.parse::<usize>() {
             Ok(v) if v > 0 => Ok(v),
-            _ => Err(self.invalid(key, &text, "must be a positive whole number")),
+            _ => {
+                Err(self.invalid(key, &text, "must be a positive whole number"))
+            }
         }
     }
 
@@ -477,7 +480,12 @@ impl Settings {
 /// Standard normal noise for `n` particles in `d` dimensions at one step,
 /// drawn in fixed chunks from streams of `seed` keyed by `step`, so that it
 /// does not depend on the thread count.
-pub fn gaussian_noise(seed: u64, step: u64, n: usize, d: usize) -> DMatrix<f64> {
+pub fn gaussian_noise(
+    seed: u64,
+    step: u64,
+    n: usize,
+    d: usize,
+) -> DMatrix<f64> {
     let chunks: Vec<DMatrix<f64>> = (0..n.div_ceil(CHUNK))
         .into_par_iter()
         .map(|c| {
@@ -508,7 +516,10 @@ pub struct Recorder {
 impl Recorder {
     /// A recorder for the problem's checkpoints.
     pub fn new(problem: &Problem<'_>) -> Recorder {
-        Recorder { checkpoints: problem.checkpoints.to_vec(), trajectory: Vec::new() }
+        Recorder {
+            checkpoints: problem.checkpoints.to_vec(),
+            trajectory: Vec::new(),
+        }
     }
 
     /// Records `states` when `t` is one of the checkpoints.
@@ -518,7 +529,9 @@ impl Recorder {
         states: &DMatrix<f64>,
         denoised: Option<&DMatrix<f64>>,
     ) {
-        if self.checkpoints.contains(&t) && !self.trajectory.iter().any(|c| c.t == t) {
+        if self.checkpoints.contains(&t)
+            && !self.trajectory.iter().any(|c| c.t == t)
+        {
             self.trajectory.push(Checkpoint {
                 t,
                 states: states.clone(),

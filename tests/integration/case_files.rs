@@ -195,7 +195,8 @@ fn truth_json_is_round_trip_exact() {
     let truth = posterior_lens::truth::Truth::new(&case).unwrap();
     let posterior = truth.posterior();
     let weights = posterior.weights();
-    for (k, w) in value["posterior"]["weights"].as_array().unwrap().iter().enumerate()
+    for (k, w) in
+        value["posterior"]["weights"].as_array().unwrap().iter().enumerate()
     {
         // Bit-for-bit: the printed decimal parses back to the same f64.
         assert_eq!(w.as_f64().unwrap().to_bits(), weights[k].to_bits());
@@ -204,7 +205,10 @@ fn truth_json_is_round_trip_exact() {
     let printed = &value["posterior"]["covariances"][0];
     for i in 0..2 {
         for j in 0..2 {
-            assert_eq!(printed[i][j].as_f64().unwrap().to_bits(), cov[(i, j)].to_bits());
+            assert_eq!(
+                printed[i][j].as_f64().unwrap().to_bits(),
+                cov[(i, j)].to_bits()
+            );
         }
     }
 }

@@ -75,9 +75,15 @@ fn posteriors_match_the_numpy_reference() {
                 &post["means"],
             );
             let covs: Vec<f64> = (0..posterior.num_components())
-                .flat_map(|k| matrix_entries(&posterior.component_covariance(k)))
+                .flat_map(|k| {
+                    matrix_entries(&posterior.component_covariance(k))
+                })
                 .collect();
-            assert_close(&format!("{name} covariances"), &covs, &post["covariances"]);
+            assert_close(
+                &format!("{name} covariances"),
+                &covs,
+                &post["covariances"],
+            );
         }
         for at in expected["times"].as_array().unwrap() {
             let t = at["t"].as_f64().unwrap();
@@ -107,13 +113,19 @@ fn probe_values_match_the_numpy_reference() {
         let name = expected["name"].as_str().unwrap();
         let case = Case::builtin(name).unwrap();
         let truth = Truth::new(&case).unwrap();
-        for (p, probe) in expected["probes"].as_array().unwrap().iter().enumerate() {
+        for (p, probe) in
+            expected["probes"].as_array().unwrap().iter().enumerate()
+        {
             let t = probe["t"].as_f64().unwrap();
             let at = truth.at(t).unwrap();
             let x = DVector::from_vec(numbers(&probe["x"]));
             let x = x.as_view();
             let label = |what: &str| format!("{name} probe {p} (t={t}) {what}");
-            assert_close(&label("log_p_t"), &[at.prior_log_density(x)], &probe["log_p_t"]);
+            assert_close(
+                &label("log_p_t"),
+                &[at.prior_log_density(x)],
+                &probe["log_p_t"],
+            );
             assert_close(
                 &label("grad_log_p_t"),
                 at.prior_score(x).as_slice(),
