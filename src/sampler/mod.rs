@@ -6,9 +6,10 @@
 //! schedule, and the times at which to record its state). It returns a
 //! [`Run`]: final particles, optional log-weights, and the recorded states
 //! at the checkpoints. A sampler under test never sees the posterior; only
-//! reference samplers ([`SamplerKind::Reference`]) are handed the exact
-//! answers through [`Problem::oracle`], and the harness hands them to no
-//! other kind.
+//! reference samplers ([`SamplerKind::Reference`]) and the deliberately
+//! broken ones built from them ([`SamplerKind::Broken`]) are handed the
+//! exact answers through [`Problem::oracle`]; the harness hands them to no
+//! other kind (see [`Setup::for_sampler`]).
 //!
 //! Samplers are named and configured with `key=value` settings, the same
 //! form as on the command line (`dps:scale=0.5,form=sigma`); each carries
@@ -143,8 +144,62 @@ pub struct Problem<'a> {
     pub t_max: f64,
     /// The time where sampling stops.
     pub t_min: f64,
-    /// The exact answers; handed only to reference samplers.
+    /// The exact answers; handed only to reference and broken samplers.
     pub oracle: Option<&'a Truth>,
+}
+
+/// The parts of a [`Problem`] that the harness builds once per case.
+#[derive(Debug)]
+pub struct Setup {
+    /// The exact posterior of the case.
+    pub truth: Truth,
+    /// The exact prior denoiser.
+    pub denoiser: MixtureDenoiser,
+    /// The checkpoint times, decreasing.
+    pub checkpoints: Vec<f64>,
+    /// Where sampling starts.
+    pub t_max: f64,
+    /// Where sampling stops.
+    pub t_min: f64,
+}
+
+impl Setup {
+    /// The exact denoiser and truth of a case, with `t_min` the schedule's
+    /// default and the given checkpoints.
+    ///
+    /// # Errors
+    ///
+    /// When the case's posterior cannot be computed.
+    pub fn new(
+        case: &crate::case::Case,
+        checkpoints: Vec<f64>,
+    ) -> Result<Setup> {
+        let truth = Truth::new(case)?;
+        let denoiser =
+            MixtureDenoiser::new(case.prior.clone(), case.schedule.clone());
+        let (_, t_max) = case.schedule.time_range();
+        let t_min = case.schedule.default_t_min();
+        Ok(Setup { truth, denoiser, checkpoints, t_max, t_min })
+    }
+
+    /// The problem as the given sampler may see it: the oracle only for
+    /// reference and broken samplers.
+    pub fn for_sampler(&self, sampler: &dyn Sampler) -> Problem<'_> {
+        let oracle = match sampler.kind() {
+            SamplerKind::Reference | SamplerKind::Broken => Some(&self.truth),
+            SamplerKind::UnderTest => None,
+        };
+        Problem {
+            denoiser: &self.denoiser,
+            forward: self.truth.forward(),
+            observation: self.truth.observation(),
+            schedule: self.truth.schedule(),
+            checkpoints: &self.checkpoints,
+            t_max: self.t_max,
+            t_min: self.t_min,
+            oracle,
+        }
+    }
 }
 
 impl fmt::Debug for Problem<'_> {

@@ -4,5 +4,6 @@ mod case_files;
 mod forward;
 mod identities;
 mod reference;
+mod samplers;
 mod schedule;
 mod util;
