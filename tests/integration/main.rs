@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per area.
 
 mod case_files;
+mod extremes;
 mod forward;
 mod identities;
 mod reference;
