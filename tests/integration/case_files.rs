@@ -212,3 +212,28 @@ fn truth_json_is_round_trip_exact() {
         }
     }
 }
+
+#[test]
+fn a_drawn_observation_repeats_from_its_seed() {
+    let mut case = two_modes();
+    case["observation"] = json!({"draw": {"seed": 7}});
+    let load = |case: &Value| {
+        Case::from_json(
+            &case.to_string(),
+            &posterior_lens::case::Base::Embedded,
+        )
+        .unwrap()
+    };
+    let (a, b) = (load(&case), load(&case));
+    assert_eq!(a.observation, b.observation);
+    assert_eq!(a.signal, b.signal);
+    // y - x* is the measurement noise: small against noise_std 0.3.
+    let noise = a.observation[0] - a.signal.as_ref().unwrap()[0];
+    assert!(noise.abs() < 5.0 * 0.3, "{noise}");
+    case["observation"] = json!({"draw": {"seed": 8}});
+    assert_ne!(load(&case).observation, a.observation);
+    case["observation"] = json!({"draw": {"sead": 8}});
+    let (code, _, stderr) = run_truth(&case.to_string());
+    assert_eq!(code, 3);
+    assert!(stderr.contains("sead"), "{stderr}");
+}
