@@ -1618,7 +1618,7 @@ mod tests {
     #[test]
     fn moments_of_a_projection_match_the_mixture() {
         let m = two_modes();
-        let mean = 0.4 * -1.0 + 0.6 * 1.5;
+        let mean = -0.4 + 0.6 * 1.5;
         let var = 0.4 * (0.16 + (-1.0f64 - mean).powi(2))
             + 0.6 * (0.36 + (1.5f64 - mean).powi(2));
         assert!((m.mean() - mean).abs() < 1e-15);
