@@ -55,6 +55,10 @@ pub use ks::{
     kolmogorov_cdf, kolmogorov_limit_sf, kolmogorov_sf, ks_one_sample,
     ks_one_sided, ks_two_sample, smirnov_sf,
 };
+pub use occupancy::{
+    binomial_test, chi_square_gof, clopper_pearson, g_test, multinomial_test,
+    occupancy_test,
+};
 pub use weighted::{effective_sample_size, normalize_log_weights};
 
 /// The result of one hypothesis test.
