@@ -55,6 +55,11 @@ pub use ks::{
     kolmogorov_cdf, kolmogorov_limit_sf, kolmogorov_sf, ks_one_sample,
     ks_one_sided, ks_two_sample, smirnov_sf,
 };
+pub use moments::{
+    covariance_test, mean_test, mixture_central_moments, variance_test,
+    variance_test_gaussian,
+};
+pub use multiple::{bonferroni, hochberg, holm};
 pub use occupancy::{
     binomial_test, chi_square_gof, clopper_pearson, g_test, multinomial_test,
     occupancy_test,
