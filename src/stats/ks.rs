@@ -425,7 +425,8 @@ fn sorted_pits(
         let u = cdf(sample[i]);
         ensure!(
             (0.0..=1.0).contains(&u),
-            "cdf must lie in [0, 1], got {u} at sample value {}",
+            "cdf must lie in [0, 1], got {} at sample value {}",
+            crate::stats::show(u),
             sample[i]
         );
         pits.push(u);

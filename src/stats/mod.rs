@@ -51,6 +51,7 @@ pub mod occupancy;
 pub mod twosample;
 pub mod weighted;
 
+pub use edf::{anderson_darling, anderson_darling_ksample, cramer_von_mises};
 pub use ks::{
     kolmogorov_cdf, kolmogorov_limit_sf, kolmogorov_sf, ks_one_sample,
     ks_one_sided, ks_two_sample, smirnov_sf,
@@ -122,6 +123,7 @@ pub(crate) fn check_sample(name: &str, sample: &[f64]) -> Result<()> {
     if let Some((i, x)) =
         sample.iter().enumerate().find(|(_, x)| !x.is_finite())
     {
+        let x = show(*x);
         return Err(crate::Error::invalid(format!(
             "{name}[{i}] must be finite, got {x}"
         )));
@@ -129,11 +131,23 @@ pub(crate) fn check_sample(name: &str, sample: &[f64]) -> Result<()> {
     Ok(())
 }
 
+/// Formats a number for an error message: lowercase `nan`/`inf`.
+pub(crate) fn show(x: f64) -> String {
+    if x.is_nan() {
+        "nan".into()
+    } else if x.is_infinite() {
+        if x > 0.0 { "inf".into() } else { "-inf".into() }
+    } else {
+        x.to_string()
+    }
+}
+
 /// Checks a confidence level in (0, 1).
 pub(crate) fn check_level(level: f64) -> Result<()> {
     ensure!(
         level > 0.0 && level < 1.0,
-        "confidence level must be in (0, 1), got {level}"
+        "confidence level must be in (0, 1), got {}",
+        crate::stats::show(level)
     );
     Ok(())
 }

@@ -89,7 +89,8 @@ pub fn mixture_central_moments(
     for (i, &v) in variances.iter().enumerate() {
         ensure!(
             v.is_finite() && v >= 0.0,
-            "variances[{i}] must be finite and non-negative, got {v}"
+            "variances[{i}] must be finite and non-negative, got {}",
+            crate::stats::show(v)
         );
     }
     let w = checked_normalized_weights(weights, weights.len())?;
@@ -117,7 +118,8 @@ fn mean_and_variance(
     let ess = 1.0 / w.iter().map(|x| x * x).sum::<f64>();
     ensure!(
         ess > 1.0 + 1e-9,
-        "need an effective sample size above 1, got {ess}"
+        "need an effective sample size above 1, got {}",
+        crate::stats::show(ess)
     );
     let (mean, var) = weighted_mean_variance(sample, &w);
     let size = if weights.is_some() { ess } else { n as f64 };
@@ -127,7 +129,8 @@ fn mean_and_variance(
 fn check_truth_variance(true_var: f64) -> Result<()> {
     ensure!(
         true_var.is_finite() && true_var > 0.0,
-        "true variance must be positive, got {true_var}"
+        "true variance must be positive, got {}",
+        crate::stats::show(true_var)
     );
     Ok(())
 }
@@ -255,7 +258,8 @@ fn particle_weights(
     ensure!(n > 0 && particles.ncols() > 0, "particles is empty");
     if let Some(v) = particles.iter().find(|v| !v.is_finite()) {
         return Err(Error::invalid(format!(
-            "particles must be finite, got {v}"
+            "particles must be finite, got {}",
+            crate::stats::show(*v)
         )));
     }
     let w = match weights {
@@ -352,7 +356,8 @@ pub fn covariance_test(
     let (w, size, ess) = particle_weights(particles, weights)?;
     ensure!(
         size > d as f64,
-        "need more (effective) particles than dimensions ({d}), got {size}"
+        "need more (effective) particles than dimensions ({d}), got {}",
+        crate::stats::show(size)
     );
 
     // S = sum w_i (x_i - mu)(x_i - mu)'.

@@ -22,7 +22,8 @@ fn check_p_values(p_values: &[f64]) -> Result<()> {
     for (i, &p) in p_values.iter().enumerate() {
         ensure!(
             (0.0..=1.0).contains(&p),
-            "p_values[{i}] must be in [0, 1], got {p}"
+            "p_values[{i}] must be in [0, 1], got {}",
+            crate::stats::show(p)
         );
     }
     Ok(())
@@ -105,7 +106,7 @@ mod tests {
     #[test]
     fn nan_p_value_is_rejected() {
         let err = holm(&[0.1, f64::NAN]).unwrap_err();
-        assert_eq!(err.to_string(), "p_values[1] must be in [0, 1], got NaN");
+        assert_eq!(err.to_string(), "p_values[1] must be in [0, 1], got nan");
         assert!(holm(&[]).unwrap().is_empty());
     }
 }

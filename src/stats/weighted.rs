@@ -29,7 +29,8 @@ pub(crate) fn checked_normalized_weights(
     for (i, &w) in weights.iter().enumerate() {
         ensure!(
             w.is_finite() && w >= 0.0,
-            "weights[{i}] must be finite and non-negative, got {w}"
+            "weights[{i}] must be finite and non-negative, got {}",
+            crate::stats::show(w)
         );
     }
     let total: f64 = weights.iter().sum();
@@ -50,7 +51,8 @@ pub fn normalize_log_weights(log_weights: &[f64]) -> Result<Vec<f64>> {
     for (i, &l) in log_weights.iter().enumerate() {
         ensure!(
             !l.is_nan() && l != f64::INFINITY,
-            "log_weights[{i}] must be finite or -inf, got {l}"
+            "log_weights[{i}] must be finite or -inf, got {}",
+            crate::stats::show(l)
         );
     }
     let top = log_weights.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
