@@ -65,6 +65,9 @@ pub use occupancy::{
     binomial_test, chi_square_gof, clopper_pearson, g_test, multinomial_test,
     occupancy_test,
 };
+pub use twosample::{
+    SlicedWasserstein, energy_test, mmd_test, sliced_wasserstein,
+};
 pub use weighted::{effective_sample_size, normalize_log_weights};
 
 /// The result of one hypothesis test.
