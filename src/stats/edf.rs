@@ -134,7 +134,7 @@ fn ad_errfix(n: f64, x: f64) -> f64 {
 
 /// P(A^2_n >= z) by Marsaglia & Marsaglia (2004).
 fn anderson_darling_sf(n: usize, z: f64) -> f64 {
-    if !(z > 0.0) {
+    if z.is_nan() || z <= 0.0 {
         return 1.0;
     }
     if z == f64::INFINITY {

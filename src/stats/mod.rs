@@ -134,6 +134,18 @@ pub(crate) fn check_sample(name: &str, sample: &[f64]) -> Result<()> {
     Ok(())
 }
 
+/// `x > bound`, false for NaN; a function so that `ensure!`, which
+/// negates its condition, does not trip clippy's
+/// `neg_cmp_op_on_partial_ord`.
+pub(crate) fn above(x: f64, bound: f64) -> bool {
+    x > bound
+}
+
+/// `x <= bound`, false for NaN (see [`above`]).
+pub(crate) fn at_most(x: f64, bound: f64) -> bool {
+    x <= bound
+}
+
 /// Formats a number for an error message: lowercase `nan`/`inf`.
 pub(crate) fn show(x: f64) -> String {
     if x.is_nan() {

@@ -8,8 +8,10 @@
 //! ```
 //!
 //! exactly for a Gaussian truth and by the CLT for a mixture (statistics
-//! reference, section 5.1). With normalised importance weights,
-//! Var(xbar_w) = Sigma sum w_i^2 = Sigma / ESS, so n becomes Kish's ESS.
+//! reference, section 5.1). With normalised importance weights the
+//! covariance of the weighted mean is estimated by the self-normalised
+//! importance-sampling sandwich sum w_i^2 (x_i - m)(x_i - m)' (Owen
+//! 2013, section 9.2); Kish's ESS is reported alongside.
 //!
 //! # Variance along a direction: the mixture null
 //!
@@ -117,7 +119,7 @@ fn mean_and_variance(
     };
     let ess = 1.0 / w.iter().map(|x| x * x).sum::<f64>();
     ensure!(
-        ess > 1.0 + 1e-9,
+        crate::stats::above(ess, 1.0 + 1e-9),
         "need an effective sample size above 1, got {}",
         crate::stats::show(ess)
     );
@@ -143,8 +145,8 @@ fn check_truth_variance(true_var: f64) -> Result<()> {
 /// along it (for a Gaussian mixture from [`mixture_central_moments`]).
 /// The effect is the sd ratio s/sigma ("0.8" means 20% too narrow) with a
 /// `level` confidence interval. With importance `weights`, s^2 is the
-/// weighted (reliability) variance and n is Kish's ESS; that null is an
-/// approximation.
+/// weighted (reliability) variance and its variance is the
+/// importance-sampling sandwich (asymptotic; `true_mu4` is then unused).
 ///
 /// # Errors
 ///
@@ -166,14 +168,30 @@ pub fn variance_test(
         true_var * true_var
     );
     check_level(level)?;
-    let (_, var, size, ess) = mean_and_variance(projected, weights)?;
-    ensure!(var > 0.0, "sample variance is zero");
+    let (mean, var, size, ess) = mean_and_variance(projected, weights)?;
+    ensure!(crate::stats::above(var, 0.0), "sample variance is zero");
 
-    // Var(s^2) under the truth, then the log-scale z.
+    // Var(s^2) under the truth, then the log-scale z. Weighted particles
+    // use the self-normalised importance-sampling sandwich
+    // sum w_i^2 ((x_i - xbar_w)^2 - sigma^2)^2 instead (Owen 2013,
+    // "Monte Carlo theory, methods and examples", section 9.2): Kish's
+    // ESS ignores how the weights correlate with (x - mu)^2.
     let sigma4 = true_var * true_var;
-    let var_s2 =
-        true_mu4 / size - sigma4 * (size - 3.0) / (size * (size - 1.0));
-    if !(var_s2 > 0.0) {
+    let var_s2 = match weights {
+        None => true_mu4 / size - sigma4 * (size - 3.0) / (size * (size - 1.0)),
+        Some(raw) => {
+            let w = checked_normalized_weights(raw, projected.len())?;
+            projected
+                .iter()
+                .zip(&w)
+                .map(|(x, w)| {
+                    let r = (x - mean) * (x - mean) - true_var;
+                    w * w * r * r
+                })
+                .sum()
+        }
+    };
+    if var_s2.is_nan() || var_s2 <= 0.0 {
         return Err(Error::numerical(format!(
             "variance of the sample variance is not positive ({var_s2})"
         )));
@@ -183,7 +201,7 @@ pub fn variance_test(
     let z = log_ratio / se;
     let half = normal_quantile(0.5 + level / 2.0) * se;
     let method = if ess.is_some() {
-        "weighted-ess-approx(log-delta-mixture-kurtosis)"
+        "weighted-snis-sandwich(log-delta)"
     } else {
         "asymptotic-log-delta-mixture-kurtosis"
     };
@@ -292,7 +310,9 @@ fn check_truth(
 
 /// Mean of the particles (rows of `particles`) against the truth's mean
 /// and covariance: T^2 = n (xbar - m)' Sigma^-1 (xbar - m) ~
-/// chi-square(d), with n replaced by the ESS for weighted particles.
+/// chi-square(d). For weighted particles the covariance of the weighted
+/// mean is the importance-sampling sandwich sum w_i^2 (x_i - m)(x_i -
+/// m)' (asymptotic).
 ///
 /// The statistic is T^2; no effect is reported (the Mahalanobis shift
 /// is sqrt(T^2/n)).
@@ -312,13 +332,26 @@ pub fn mean_test(
     let d = particles.ncols();
     check_truth(mean, covariance, d)?;
     let (w, size, ess) = particle_weights(particles, weights)?;
-    let xbar = particles.transpose() * DVector::from_vec(w);
-    let diff = xbar - mean;
-    let chol = covariance.clone().cholesky().ok_or_else(|| {
-        Error::numerical("true covariance is not positive definite")
+    let xbar = particles.transpose() * DVector::from_vec(w.clone());
+    let diff = &xbar - mean;
+
+    // Unweighted: Var(xbar) = Sigma/n. Weighted: the self-normalised
+    // importance-sampling sandwich sum w_i^2 (x_i - m)(x_i - m)'.
+    let spread = match weights {
+        None => covariance / size,
+        Some(_) => {
+            let mut centered = particles.clone();
+            for (mut row, wi) in centered.row_iter_mut().zip(&w) {
+                row -= mean.transpose();
+                row *= *wi;
+            }
+            centered.transpose() * centered
+        }
+    };
+    let chol = spread.cholesky().ok_or_else(|| {
+        Error::numerical("covariance of the mean is not positive definite")
     })?;
-    let quad = diff.dot(&chol.solve(&diff));
-    let statistic = size * quad;
+    let statistic = diff.dot(&chol.solve(&diff));
     let chi = ChiSquared::new(d as f64)
         .map_err(|e| Error::numerical(e.to_string()))?;
     Ok(TestOutcome {
@@ -355,7 +388,7 @@ pub fn covariance_test(
     check_level(level)?;
     let (w, size, ess) = particle_weights(particles, weights)?;
     ensure!(
-        size > d as f64,
+        crate::stats::above(size, d as f64),
         "need more (effective) particles than dimensions ({d}), got {}",
         crate::stats::show(size)
     );

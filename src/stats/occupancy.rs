@@ -61,7 +61,10 @@ fn check_counts(observed: &[f64], expected: &[f64]) -> Result<()> {
     let total_o: f64 = observed.iter().sum();
     let total_e: f64 = expected.iter().sum();
     ensure!(
-        (total_o - total_e).abs() <= 1e-8 * total_o.max(total_e),
+        crate::stats::at_most(
+            (total_o - total_e).abs(),
+            1e-8 * total_o.max(total_e)
+        ),
         "observed counts sum to {total_o} but expected counts sum to {total_e}"
     );
     Ok(())
@@ -140,7 +143,7 @@ fn check_probs(probs: &[f64], cells: usize) -> Result<()> {
     }
     let total: f64 = probs.iter().sum();
     ensure!(
-        (total - 1.0).abs() <= 1e-8,
+        crate::stats::at_most((total - 1.0).abs(), 1e-8),
         "probs must sum to 1, got {}",
         crate::stats::show(total)
     );
@@ -456,7 +459,7 @@ fn beta_quantile(a: f64, b: f64, prob: f64) -> f64 {
         }
         let density =
             ((a - 1.0) * x.ln() + (b - 1.0) * (-x).ln_1p() - ln_norm).exp();
-        if !(density > 0.0) {
+        if density.is_nan() || density <= 0.0 {
             break;
         }
         let step = (beta_reg(a, b, x) - prob) / density;

@@ -34,7 +34,7 @@ pub(crate) fn checked_normalized_weights(
         );
     }
     let total: f64 = weights.iter().sum();
-    ensure!(total > 0.0, "weights are all zero");
+    ensure!(crate::stats::above(total, 0.0), "weights are all zero");
     Ok(weights.iter().map(|w| w / total).collect())
 }
 
