@@ -164,7 +164,8 @@ pub fn variance_test(
     check_truth_variance(true_var)?;
     ensure!(
         true_mu4.is_finite() && true_mu4 >= true_var * true_var * (1.0 - 1e-12),
-        "true fourth central moment must be at least variance^2 = {}, got {true_mu4}",
+        "true fourth central moment must be at least variance^2 = {}, \
+         got {true_mu4}",
         true_var * true_var
     );
     check_level(level)?;

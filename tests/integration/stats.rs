@@ -522,7 +522,8 @@ fn type_one_error_is_inside_the_binomial_band() {
     ] {
         let counts = rejection_counts(&truth, n, seeds, 1.0);
         eprintln!(
-            "{name} n={n}: rejections of {seeds} at 0.05, band [{low}, {high}]: {counts:?}"
+            "{name} n={n}: rejections of {seeds} at 0.05, \
+             band [{low}, {high}]: {counts:?}"
         );
         for (test, count) in counts {
             if name == "bimodal" && test == "variance_gaussian" {
@@ -530,7 +531,8 @@ fn type_one_error_is_inside_the_binomial_band() {
             }
             assert!(
                 (low..=high).contains(&count),
-                "{name}: {test} rejected {count} of {seeds}, band [{low}, {high}]"
+                "{name}: {test} rejected {count} of {seeds}, \
+                 band [{low}, {high}]"
             );
         }
     }
@@ -661,7 +663,8 @@ fn permutation_tests_hold_their_level_and_replay() {
         }
     }
     eprintln!(
-        "permutation nulls: energy {energy_rejections}, mmd {mmd_rejections} of {seeds}"
+        "permutation nulls: energy {energy_rejections}, \
+         mmd {mmd_rejections} of {seeds}"
     );
     assert!(
         (low..=high).contains(&energy_rejections),
@@ -766,6 +769,65 @@ fn large_power_study() {
                 .map(|(t, c)| format!("{t} {:.3}", *c as f64 / seeds as f64))
                 .collect();
             eprintln!("bimodal n={n} spread {spread}: {}", rates.join(", "));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Properties
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn ks_is_a_probability_and_ignores_order_and_affine_maps(
+            sample in proptest::collection::vec(-5.0f64..5.0, 1..60),
+            scale in 0.1f64..10.0,
+            shift in -3.0f64..3.0,
+        ) {
+            let base = stats::ks_one_sample(&sample, None, &std_normal).unwrap();
+            prop_assert!((0.0..=1.0).contains(&base.p_value));
+
+            let mut reversed = sample.clone();
+            reversed.reverse();
+            let again = stats::ks_one_sample(&reversed, None, &std_normal).unwrap();
+            prop_assert_eq!(&again, &base);
+
+            // Same PITs after mapping data and truth together.
+            let mapped: Vec<f64> = sample.iter().map(|x| shift + scale * x).collect();
+            let cdf = |y: f64| normal_cdf((y - shift) / scale);
+            let moved = stats::ks_one_sample(&mapped, None, &cdf).unwrap();
+            prop_assert!((moved.statistic - base.statistic).abs() < 1e-12);
+        }
+
+        #[test]
+        fn adjusted_p_values_are_ordered(
+            p in proptest::collection::vec(0.0f64..=1.0, 0..40),
+        ) {
+            let holm = stats::holm(&p).unwrap();
+            let hochberg = stats::hochberg(&p).unwrap();
+            let bonferroni = stats::bonferroni(&p).unwrap();
+            for i in 0..p.len() {
+                prop_assert!(p[i] <= hochberg[i]);
+                prop_assert!(hochberg[i] <= holm[i]);
+                prop_assert!(holm[i] <= bonferroni[i]);
+            }
+        }
+
+        #[test]
+        fn kolmogorov_sf_and_cdf_add_to_one(
+            n in 1usize..3000,
+            d in 0.0f64..1.0,
+        ) {
+            let sf = stats::kolmogorov_sf(n, d);
+            let cdf = stats::kolmogorov_cdf(n, d);
+            prop_assert!((0.0..=1.0).contains(&sf));
+            prop_assert!((sf + cdf - 1.0).abs() < 1e-12, "n={} d={}", n, d);
+            prop_assert!(stats::smirnov_sf(n, d) <= sf * (1.0 + 1e-12));
         }
     }
 }
