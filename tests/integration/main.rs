@@ -7,4 +7,5 @@ mod identities;
 mod reference;
 mod samplers;
 mod schedule;
+mod stats;
 mod util;
