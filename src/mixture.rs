@@ -37,6 +37,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result, ensure};
 use crate::rng::{self, CHUNK, Purpose};
+use crate::stats::normal_cdf;
 
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
 
@@ -1530,13 +1531,6 @@ fn softmax_in_place(values: &mut [f64]) {
     for v in values.iter_mut() {
         *v /= total;
     }
-}
-
-/// The standard normal CDF `Phi(z) = erfc(-z / sqrt 2) / 2`, with libm's
-/// `erfc` (within a few ulp for |z| <= 5; statrs 0.19's `erfc`, behind its
-/// `Normal::cdf`, is off by up to 1e-10 relative).
-pub fn normal_cdf(z: f64) -> f64 {
-    0.5 * libm::erfc(-z / std::f64::consts::SQRT_2)
 }
 
 /// Applies `f` to every row of `xs` in parallel, in fixed chunks.
