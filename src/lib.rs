@@ -82,10 +82,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod case;
 pub mod error;
 pub mod forward;
 pub mod mixture;
+pub mod report;
 pub mod rng;
 pub mod sampler;
 pub mod schedule;

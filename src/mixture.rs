@@ -37,7 +37,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result, ensure};
 use crate::rng::{self, CHUNK, Purpose};
-use crate::stats::normal_cdf;
+use crate::stats::normal::normal_cdf;
 
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
 
