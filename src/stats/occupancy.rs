@@ -178,7 +178,8 @@ fn composition_count(n: u64, k: usize) -> f64 {
 /// and otherwise by `draws` multinomial samples from a `ChaCha8Rng`
 /// seeded with `seed`, as (1 + hits)/(draws + 1).
 ///
-/// Cells with probability 0 are allowed: a count in such a cell makes the
+/// The outcome's statistic is -ln P(observed counts). Cells with
+/// probability 0 are allowed: a count in such a cell makes the
 /// observation impossible and the p-value 0.
 ///
 /// # Errors
