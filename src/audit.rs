@@ -272,10 +272,8 @@ impl Audit {
     ) -> Result<Report> {
         self.validate()?;
         let weights = validate_run(run, case)?;
-        let ess = weights
-            .as_deref()
-            .map(stats::effective_sample_size)
-            .transpose()?;
+        let ess =
+            weights.as_deref().map(stats::effective_sample_size).transpose()?;
 
         let mut checkpoints = Vec::new();
         let mut notes = Vec::new();
@@ -388,14 +386,16 @@ impl Audit {
         };
         let prior_at_t = truth.prior().noised(alpha, sigma);
         let level = 1.0 - self.fwer;
-        let seed = self.seed ^ (0x9E37_79B9_7F4A_7C15_u64.wrapping_mul(index + 1));
+        let seed =
+            self.seed ^ (0x9E37_79B9_7F4A_7C15_u64.wrapping_mul(index + 1));
         let reference = target.sample(self.reference_draws, seed);
         let label = |e: Error| e.context(format!("at t = {}", format_time(t)));
 
         // Spread and omnibus tests along each direction.
         let mut spread = Vec::new();
         let mut omnibus = Vec::new();
-        for (name, u) in directions(truth, &target, self.random_directions, seed)
+        for (name, u) in
+            directions(truth, &target, self.random_directions, seed)
         {
             let projected: Vec<f64> = (states * &u).iter().copied().collect();
             let law = target.project(u.as_view());
@@ -428,8 +428,10 @@ impl Audit {
             }
         }
         if target.dim() > 1 {
-            let test = total_variance_test(states, weights, &target, &reference, level)
-                .map_err(label)?;
+            let test = total_variance_test(
+                states, weights, &target, &reference, level,
+            )
+            .map_err(label)?;
             spread.push(spread_entry("total".into(), test));
         }
 
@@ -438,7 +440,14 @@ impl Audit {
         let particle_cells = cells_of(states);
         let reference_cells = cells_of(&reference);
         let occupancy = self
-            .occupancy(&particle_cells, weights, &reference_cells, target.num_components(), seed, level)
+            .occupancy(
+                &particle_cells,
+                weights,
+                &reference_cells,
+                target.num_components(),
+                seed,
+                level,
+            )
             .map_err(label)?;
 
         // Unsupported mass.
@@ -612,7 +621,8 @@ impl Audit {
                 p_adjusted: s.p_adjusted,
             });
         }
-        if let Some(o) = c.occupancy.as_ref().filter(|o| significant(o.p_adjusted))
+        if let Some(o) =
+            c.occupancy.as_ref().filter(|o| significant(o.p_adjusted))
         {
             let tol = self.mode_tolerance;
             let worst = o
@@ -718,7 +728,8 @@ impl std::error::Error for AuditFailure {}
 impl CheckpointReport {
     /// The raw p-values of this checkpoint, in a fixed order.
     fn p_values(&self) -> Vec<f64> {
-        let mut p: Vec<f64> = self.spread.iter().map(|s| s.test.p_value).collect();
+        let mut p: Vec<f64> =
+            self.spread.iter().map(|s| s.test.p_value).collect();
         p.extend(self.omnibus.iter().map(|o| o.test.p_value));
         p.extend(self.occupancy.iter().map(|o| o.test.p_value));
         p.extend(self.unsupported.iter().map(|u| u.test.p_value));
@@ -750,7 +761,8 @@ fn spec_of(
     if settings.is_empty() {
         return name.to_string();
     }
-    let s: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let s: Vec<String> =
+        settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!("{name}:{}", s.join(","))
 }
 
@@ -815,7 +827,8 @@ fn validate_run(run: &Run, case: &Case) -> Result<Option<Vec<f64>>> {
         log_weights.len(),
         run.particles.nrows()
     );
-    if let Some(i) = log_weights.iter().position(|w| w.is_nan() || *w == f64::INFINITY)
+    if let Some(i) =
+        log_weights.iter().position(|w| w.is_nan() || *w == f64::INFINITY)
     {
         return Err(Error::invalid(format!(
             "log_weights[{i}] is {}, not a number below infinity",
@@ -841,7 +854,9 @@ fn directions(
     let mut out = Vec::new();
     let eigen = SymmetricEigen::new(target.covariance());
     let mut order: Vec<usize> = (0..d).collect();
-    order.sort_by(|&a, &b| eigen.eigenvalues[b].total_cmp(&eigen.eigenvalues[a]));
+    order.sort_by(|&a, &b| {
+        eigen.eigenvalues[b].total_cmp(&eigen.eigenvalues[a])
+    });
     for (rank, &i) in order.iter().take(2).enumerate() {
         out.push((
             format!("principal_{}", rank + 1),
@@ -927,7 +942,9 @@ fn region_test(
 ) -> Result<Unsupported> {
     let n = observed.len();
     let share: f64 = match weights {
-        Some(w) => observed.iter().zip(w).filter(|(o, _)| **o).map(|(_, w)| w).sum(),
+        Some(w) => {
+            observed.iter().zip(w).filter(|(o, _)| **o).map(|(_, w)| w).sum()
+        }
         None => observed.iter().filter(|&&o| o).count() as f64 / n as f64,
     };
     let size = match weights {
@@ -936,10 +953,12 @@ fn region_test(
     };
     let trials = size.round().max(1.0) as u64;
     let count = ((share * size).round() as u64).min(trials);
-    let p0 = expected.iter().filter(|&&e| e).count() as f64 / expected.len() as f64;
+    let p0 =
+        expected.iter().filter(|&&e| e).count() as f64 / expected.len() as f64;
     // A region no exact draw reached keeps a tiny probability.
     let p0 = p0.max(0.5 / expected.len() as f64);
-    let test = stats::binomial_test(count, trials, p0, Alternative::Greater, level)?;
+    let test =
+        stats::binomial_test(count, trials, p0, Alternative::Greater, level)?;
     let ci = stats::clopper_pearson(count, trials, level)
         .map(|e| [e.ci_low, e.ci_high])
         .unwrap_or([0.0, 1.0]);
@@ -995,7 +1014,8 @@ fn total_variance_test(
     };
     let se = (r_var / size).sqrt();
     let z = (estimate - truth_total) / se;
-    let p_value: f64 = (2.0 * crate::stats::normal::normal_sf(z.abs())).min(1.0);
+    let p_value: f64 =
+        (2.0 * crate::stats::normal::normal_sf(z.abs())).min(1.0);
     let half = crate::stats::normal::normal_quantile(0.5 + level / 2.0) * se;
     let ratio = |v: f64| (v.max(0.0) / truth_total).sqrt();
     Ok(TestOutcome {
@@ -1037,7 +1057,11 @@ fn stop_time_finding(
     let listing: Vec<String> = verdicts
         .iter()
         .map(|(t, fail)| {
-            format!("{}:{}", format_time(*t), if *fail { "fail" } else { "pass" })
+            format!(
+                "{}:{}",
+                format_time(*t),
+                if *fail { "fail" } else { "pass" }
+            )
         })
         .collect();
     let p = findings.iter().map(|f| f.p_adjusted).fold(1.0, f64::min);

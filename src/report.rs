@@ -20,7 +20,16 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// A failure the audit can name, in the words used everywhere.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Failure {
@@ -213,7 +222,8 @@ impl Report {
     /// (3 significant digits; p-values to their order of magnitude), for
     /// snapshots that stay stable across platforms.
     pub fn snapshot_view(&self) -> serde_json::Value {
-        let mut value = serde_json::to_value(self).expect("a report serialises");
+        let mut value =
+            serde_json::to_value(self).expect("a report serialises");
         round_numbers(&mut value, None);
         value
     }
@@ -258,7 +268,11 @@ impl Report {
                 let _ = writeln!(
                     s,
                     "    spread {:<12} sd ratio {:.3} [{:.3}, {:.3}]  p_adj {:.2e}",
-                    sp.direction, sp.sd_ratio, sp.ci[0], sp.ci[1], sp.p_adjusted
+                    sp.direction,
+                    sp.sd_ratio,
+                    sp.ci[0],
+                    sp.ci[1],
+                    sp.p_adjusted
                 );
             }
             if let Some(o) = &c.occupancy {
@@ -359,7 +373,11 @@ impl Report {
                 "| {} | {} | {worst} | {modes} | {} |",
                 format_time(c.t),
                 c.target,
-                if unsupported.is_empty() { "-".into() } else { unsupported.join(", ") }
+                if unsupported.is_empty() {
+                    "-".into()
+                } else {
+                    unsupported.join(", ")
+                }
             );
         }
         let _ = writeln!(s, "\nReplay: `{}`", self.replay);
