@@ -343,7 +343,7 @@ impl Audit {
             case.name,
             spec_of(&sampler.name, &sampler.settings),
             self.seed,
-            self.num_particles
+            run.particles.nrows()
         );
         if let Some(times) = &self.checkpoints {
             let times: Vec<String> = times.iter().map(f64::to_string).collect();

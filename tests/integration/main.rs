@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per area.
 
+mod audit;
 mod case_files;
 mod extremes;
 mod forward;

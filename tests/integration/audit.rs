@@ -1,0 +1,213 @@
+//! The audit on runs with known defects: exact draws pass; exact draws
+//! shrunk, with a mode emptied, or with mass moved off the support fail
+//! with the intended finding; malformed runs are input errors.
+
+use std::collections::BTreeMap;
+
+use nalgebra::{DMatrix, DVector};
+use posterior_lens::audit::{Audit, AuditFailure, SamplerIdentity};
+use posterior_lens::case::Case;
+use posterior_lens::mixture::Mixture;
+use posterior_lens::report::Failure;
+use posterior_lens::sampler::{self, Checkpoint, Run, TrajectoryMeaning};
+use posterior_lens::truth::Truth;
+
+fn identity() -> SamplerIdentity {
+    SamplerIdentity {
+        name: "planted".into(),
+        settings: BTreeMap::new(),
+        meaning: TrajectoryMeaning::NoisedPosterior,
+    }
+}
+
+/// A run whose checkpoint states are exact draws of `p_t(. | y)`, passed
+/// through `defect`.
+fn planted_run(
+    truth: &Truth,
+    times: &[f64],
+    n: usize,
+    seed: u64,
+    defect: impl Fn(&Truth, f64, DMatrix<f64>) -> DMatrix<f64>,
+) -> Run {
+    let trajectory: Vec<Checkpoint> = times
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| Checkpoint {
+            t,
+            states: defect(truth, t, truth.sample_at(t, n, seed + i as u64)),
+            denoised: None,
+        })
+        .collect();
+    let last = *times.last().unwrap();
+    Run {
+        particles: trajectory.last().unwrap().states.clone(),
+        final_time: last,
+        log_weights: None,
+        trajectory: trajectory[..trajectory.len() - 1].to_vec(),
+    }
+}
+
+fn audit(case: &Case, run: &Run) -> posterior_lens::report::Report {
+    let truth = Truth::new(case).unwrap();
+    Audit::new().audit_run(case, &truth, run, &identity()).unwrap()
+}
+
+const TIMES: [f64; 3] = [0.5, 0.2, 0.05];
+
+#[test]
+fn exact_draws_pass() {
+    for name in ["fsr-two-modes-1d", "gmm-2d-one-coordinate", "mcgdiff-grid-d8"]
+    {
+        let case = Case::builtin(name).unwrap();
+        let truth = Truth::new(&case).unwrap();
+        let run = planted_run(&truth, &TIMES, 1000, 3, |_, _, x| x);
+        let report = audit(&case, &run);
+        assert!(report.passed(), "{}", report.to_text());
+    }
+}
+
+#[test]
+fn shrunk_draws_are_spread_too_narrow_and_widened_ones_too_wide() {
+    let case = Case::builtin("gmm-2d-one-coordinate").unwrap();
+    let truth = Truth::new(&case).unwrap();
+    for (factor, failure) in
+        [(0.7, Failure::SpreadTooNarrow), (1.4, Failure::SpreadTooWide)]
+    {
+        let run = planted_run(&truth, &TIMES, 1000, 5, |truth, t, x| {
+            // Scale about the exact mean.
+            let mean = truth.noised_posterior(t).mean().transpose();
+            let mut out = x.clone();
+            for mut row in out.row_iter_mut() {
+                let scaled = (&row - &mean) * factor + &mean;
+                row.copy_from(&scaled);
+            }
+            out
+        });
+        let report = audit(&case, &run);
+        assert!(report.failures().contains(&failure), "{}", report.to_text());
+        for f in report.findings.iter().filter(|f| f.failure == failure) {
+            assert!(f.p_adjusted <= 1e-3);
+        }
+    }
+}
+
+#[test]
+fn a_misweighted_mode_is_mode_misweighted() {
+    // The posterior of this case has two modes of weight 0.48 and 0.52;
+    // the planted particles are exact draws of the same components with
+    // weights 0.3 and 0.7.
+    let case = Case::builtin("gmm-2d-one-coordinate").unwrap();
+    let truth = Truth::new(&case).unwrap();
+    let run = planted_run(&truth, &[0.05], 1000, 9, |truth, t, _| {
+        let target = truth.noised_posterior(t);
+        let w = target.weights();
+        let mut order: Vec<usize> = (0..w.len()).collect();
+        order.sort_by(|&a, &b| w[b].total_cmp(&w[a]));
+        let mut skewed = w.clone();
+        let top = w[order[0]] + w[order[1]];
+        skewed[order[0]] = 0.7 * top;
+        skewed[order[1]] = 0.3 * top;
+        Mixture::new(
+            skewed,
+            target.means().clone(),
+            target.covariances().clone(),
+        )
+        .unwrap()
+        .sample(1000, 77)
+    });
+    let report = audit(&case, &run);
+    assert!(
+        report.failures().contains(&Failure::ModeMisweighted),
+        "{}",
+        report.to_text()
+    );
+}
+
+#[test]
+fn mass_on_a_ruled_out_prior_mode_is_unsupported() {
+    let case = Case::builtin("fsr-three-atoms").unwrap();
+    let truth = Truth::new(&case).unwrap();
+    // Put 10% of the particles on the atom at 2.2, which y = -1.8 rules
+    // out (posterior weight 2.5e-39).
+    let run = planted_run(&truth, &[0.05], 1000, 4, |_, t, mut x| {
+        let (alpha, sigma) = case.schedule.alpha_sigma(t);
+        for i in 0..100 {
+            x[(i, 0)] = alpha * 2.2 + sigma * 0.1 * (i as f64 / 100.0 - 0.5);
+        }
+        x
+    });
+    let report = audit(&case, &run);
+    let kinds: Vec<&str> = report
+        .findings
+        .iter()
+        .filter(|f| f.failure == Failure::UnsupportedMode)
+        .map(|f| f.location.as_str())
+        .collect();
+    assert!(kinds.contains(&"ruled_out_prior_mode"), "{}", report.to_text());
+}
+
+#[test]
+fn a_failure_at_one_time_only_is_stop_time_sensitive() {
+    let case = Case::builtin("fsr-two-modes-1d").unwrap();
+    let truth = Truth::new(&case).unwrap();
+    let run = planted_run(&truth, &TIMES, 1000, 6, |truth, t, x| {
+        if t == 0.2 {
+            let mean = truth.noised_posterior(t).mean()[0];
+            x.map(|v| mean + 0.6 * (v - mean))
+        } else {
+            x
+        }
+    });
+    let report = audit(&case, &run);
+    assert!(
+        report.failures().contains(&Failure::StopTimeSensitive),
+        "{}",
+        report.to_text()
+    );
+}
+
+#[test]
+fn malformed_runs_are_input_errors() {
+    let case = Case::builtin("gmm-2d-one-coordinate").unwrap();
+    let truth = Truth::new(&case).unwrap();
+    let good = planted_run(&truth, &[0.05], 100, 1, |_, _, x| x);
+    let check = |run: &Run, expected: &str| {
+        let err = Audit::new()
+            .audit_run(&case, &truth, run, &identity())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "`{expected}` not in `{err}`");
+    };
+    let mut run = good.clone();
+    run.particles[(3, 1)] = f64::NAN;
+    check(&run, "samples[3][1] is NaN");
+    let mut run = good.clone();
+    run.particles = DMatrix::zeros(100, 3);
+    check(&run, "samples has 3 columns but the case has dimension 2");
+    let mut run = good.clone();
+    run.log_weights = Some(DVector::from_element(100, f64::NEG_INFINITY));
+    check(&run, "log_weights");
+    let mut run = good.clone();
+    run.log_weights = Some(DVector::zeros(7));
+    check(&run, "log_weights has 7 entries but there are 100 samples");
+}
+
+#[test]
+fn check_returns_the_report_and_failures_carry_numbers_and_replay() {
+    let case = Case::builtin("fsr-two-modes-1d").unwrap();
+    let exact = sampler::build("exact").unwrap();
+    let audit = Audit::new().particles(500).seed(2);
+    let report = audit.check(&case, exact.as_ref()).unwrap();
+    assert!(report.replay.contains("--case fsr-two-modes-1d"));
+    assert!(report.replay.contains("--seed 2"));
+
+    let truth = Truth::new(&case).unwrap();
+    let run = planted_run(&truth, &[0.2], 1000, 3, |_, _, x| x * 0.5);
+    let failing = audit.audit_run(&case, &truth, &run, &identity()).unwrap();
+    let evidence = failing.findings[0].evidence.clone();
+    let message = AuditFailure::Findings(Box::new(failing)).to_string();
+    assert!(message.contains("spread_too_narrow at t = 0.2"), "{message}");
+    assert!(evidence.starts_with("sd ratio 0.4"), "{evidence}");
+    assert!(message.contains(&evidence), "{message}");
+    assert!(message.contains("replay: posterior-lens audit"), "{message}");
+}
