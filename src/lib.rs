@@ -92,6 +92,7 @@ pub mod rng;
 pub mod sampler;
 pub mod schedule;
 pub mod stats;
+pub mod strategy;
 pub mod truth;
 
 pub use error::{Error, ErrorKind, Result};
