@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per area.
 
 mod audit;
+mod calibration;
 mod case_files;
 mod extremes;
 mod forward;
