@@ -1,10 +1,10 @@
 //! Named, seeded random streams.
 //!
 //! Every random choice in posterior-lens comes from a ChaCha8 generator
-//! derived from the run seed and a stream number. Parallel work is split
-//! into fixed-size chunks of particles; chunk `i` draws from stream
-//! `purpose * 2^32 + i`, so the numbers a chunk sees do not depend on how
-//! many threads run or in which order the chunks finish.
+//! keyed by the run seed and a purpose, on a stream number. Parallel work
+//! is split into fixed-size chunks of particles, each with its own stream,
+//! so the numbers a chunk sees do not depend on how many threads run or in
+//! which order the chunks finish.
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -31,10 +31,15 @@ pub enum Purpose {
     Transition = 5,
 }
 
-/// The generator for one chunk of one purpose under a seed.
-pub fn stream(seed: u64, purpose: Purpose, chunk: u64) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(((purpose as u64) << 32) ^ chunk);
+/// The generator for stream `stream` of one purpose under a seed.
+///
+/// The purpose goes into the key (so streams of different purposes never
+/// meet) and `stream` selects one of ChaCha's 2^64 streams; callers that
+/// need several indices pack them, e.g. `(step << 24) | chunk`.
+pub fn stream(seed: u64, purpose: Purpose, stream: u64) -> ChaCha8Rng {
+    let key = seed ^ (purpose as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut rng = ChaCha8Rng::seed_from_u64(key);
+    rng.set_stream(stream);
     rng
 }
 
@@ -49,8 +54,12 @@ mod tests {
         let b: u64 = stream(1, Purpose::Sample, 1).random();
         let c: u64 = stream(1, Purpose::Sampler, 0).random();
         let again: u64 = stream(1, Purpose::Sample, 0).random();
+        // A large stream index of one purpose does not reach another's.
+        let far: u64 = stream(1, Purpose::Sample, 3 << 32).random();
+        let other: u64 = stream(1, Purpose::Test, 0).random();
         assert_ne!(a, b);
         assert_ne!(a, c);
+        assert_ne!(far, other);
         assert_eq!(a, again);
     }
 }

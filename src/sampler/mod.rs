@@ -337,6 +337,27 @@ pub trait Sampler: Send + Sync {
         seed: u64,
     ) -> Result<Run>;
 
+    /// The sampler's approximation of the likelihood score
+    /// `grad_x log p(y | x_t = x)` at the rows of `xs`, for samplers whose
+    /// guidance is such a score (DPS, ΠGDM, TMPD, ...). The audit compares
+    /// it with the exact likelihood score at exact draws of
+    /// `p_t(x_t | y)`, which explains findings time by time without
+    /// running the sampler. The default, `None`, means the sampler has no
+    /// such field (projections, SMC, optimisation).
+    ///
+    /// # Errors
+    ///
+    /// As [`Sampler::run`].
+    fn likelihood_score(
+        &self,
+        problem: &Problem<'_>,
+        xs: &DMatrix<f64>,
+        t: f64,
+    ) -> Option<Result<DMatrix<f64>>> {
+        let _ = (problem, xs, t);
+        None
+    }
+
     /// The sampler and its settings as `name:key=value,...`, the form that
     /// [`build`] reads back.
     fn spec(&self) -> String {
