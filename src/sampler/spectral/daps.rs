@@ -180,6 +180,10 @@ fn denoise_ve(
     x_ve: &DMatrix<f64>,
     s: f64,
 ) -> Result<DMatrix<f64>> {
+    // Levels come from powers and roots that may land an ulp outside the
+    // schedule's range.
+    let (lo, hi) = schedule.time_range();
+    let s = s.clamp(schedule.ve_sigma(lo), schedule.ve_sigma(hi));
     let t = schedule.time_for_ve_sigma(s)?;
     problem.denoiser.denoise(&(x_ve * schedule.alpha(t)), t)
 }

@@ -9,7 +9,6 @@ use crate::sampler::{
     Problem, Recorder, Run, Sampler, SamplerKind, Settings, TrajectoryMeaning,
     gaussian_noise,
 };
-use crate::schedule::Spacing;
 
 /// Noise stream of the initial state (apart from the per-step streams).
 const INIT_STREAM: u64 = 1 << 39;
@@ -29,7 +28,8 @@ const INIT_STREAM: u64 = 1 << 39;
 /// ```text
 /// lambda_i = 1                                    if sig >= a sigma_y / s_i
 ///          = s_i sig sqrt(1 - eta^2) / (a sigma_y) otherwise
-/// xhat_i   = xbar0_i - lambda_i (xbar0_i - ybar_i)   (x0 - Lambda A^+(A x0 - y))
+/// xhat_i   = xbar0_i - lambda_i (xbar0_i - ybar_i)
+///            (that is, x0 - Lambda A^+ (A x0 - y))
 /// x_s      = a xhat + noise, per coordinate:
 ///     sig > a sigma_y / s_i:  sqrt(sig^2 - a^2 sigma_y^2 / s_i^2) z_i
 ///     sig < a sigma_y / s_i:  sig eta z_i
@@ -38,9 +38,11 @@ const INIT_STREAM: u64 = 1 << 39;
 ///
 /// (`sig = a sigma_y / s_i` exactly takes the null-space noise, as in the
 /// code.) The start is `sigma_{t_max} z` (the code's `randn`, the VP
-/// stationary law). The grid has `steps` times, uniform from `t_max` to
-/// `t_min`, each with one denoiser call; the last step goes to `a = 1,
-/// sig = 0`, where `lambda = 0`, so the output is the uncorrected
+/// stationary law). The grid has `steps` times from `t_max` to `t_min`,
+/// spaced by the schedule's default (uniform in `t`, the image of the
+/// code's every `T/steps`-th DDPM step; Karras for EDM), each with one
+/// denoiser call; the last step goes to `a = 1, sig = 0`, where
+/// `lambda = 0`, so the output is the uncorrected
 /// `D(x_{t_min}, t_min)` (`final_time = 0`), exactly as the code's last
 /// step to index `-1`.
 ///
@@ -100,7 +102,7 @@ impl Sampler for Ddnm {
         let schedule = problem.schedule;
         let (n, d, r) = (num_particles, problem.dim(), spectral.rank());
         let sigma_y = spectral.noise_std;
-        let grid = problem.grid(self.steps - 1, Spacing::Uniform)?;
+        let grid = problem.grid(self.steps - 1, schedule.default_spacing())?;
         let keep_share = (1.0 - self.eta * self.eta).sqrt();
 
         let mut x =

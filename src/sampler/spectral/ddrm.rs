@@ -9,7 +9,6 @@ use crate::sampler::{
     Problem, Recorder, Run, Sampler, SamplerKind, Settings, TrajectoryMeaning,
     gaussian_noise,
 };
-use crate::schedule::Spacing;
 
 /// Noise stream of the initial state (apart from the per-step streams).
 const INIT_STREAM: u64 = 1 << 39;
@@ -33,7 +32,8 @@ const INIT_STREAM: u64 = 1 << 39;
 /// null space (s_i = 0):
 ///     xbar'_i = xbar0_i + sqrt(1 - eta^2) sbar' epsbar_i + eta sbar' z_i
 /// s_i sbar' < sigma_y:
-///     xbar'_i = xbar0_i + sqrt(1 - eta^2) sbar' (ybar_i - xbar0_i) s_i / sigma_y
+///     xbar'_i = xbar0_i
+///               + sqrt(1 - eta^2) sbar' (ybar_i - xbar0_i) s_i / sigma_y
 ///               + eta sbar' z_i
 /// s_i sbar' > sigma_y:
 ///     xbar'_i = eta_b ybar_i + (1 - eta_b) xbar0_i
@@ -48,9 +48,11 @@ const INIT_STREAM: u64 = 1 << 39;
 /// `sbar_T` instead of multiplying by `alpha_T = 1/sqrt(1 + sbar_T^2)`,
 /// the same to `O(1/sbar_T^2)`.
 ///
-/// The grid has `steps` times, uniform from `t_max` to `t_min` (the
-/// authors' every `T/steps`-th DDPM step), each with one denoiser call; the
-/// last step goes to `sbar' = 0`, so the output is the clean estimate
+/// The grid has `steps` times from `t_max` to `t_min`, spaced by the
+/// schedule's default (uniform in `t`, the image of the authors' every
+/// `T/steps`-th DDPM step; Karras for EDM, where uniform `t` would leave
+/// one step across most of the noise range), each with one denoiser call;
+/// the last step goes to `sbar' = 0`, so the output is the clean estimate
 /// `D(x_{t_min}, t_min)` (`final_time = 0`), as in the code, where the last
 /// target index is `-1` (`abar = 1`).
 ///
@@ -115,7 +117,7 @@ impl Sampler for Ddrm {
         let schedule = problem.schedule;
         let (n, d, r) = (num_particles, problem.dim(), spectral.rank());
         let sigma_y = spectral.noise_std;
-        let grid = problem.grid(self.steps - 1, Spacing::Uniform)?;
+        let grid = problem.grid(self.steps - 1, schedule.default_spacing())?;
 
         // The start p(x_T | y), in VE units and then scaled by alpha_T.
         let (alpha_start, _) = schedule.alpha_sigma(grid[0]);

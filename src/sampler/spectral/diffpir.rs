@@ -28,7 +28,8 @@ const INIT_STREAM: u64 = 1 << 39;
 /// ```text
 /// x0    = D(x_t, t)
 /// rho_t = lambda sigma^2 / sbar_t^2
-/// xhat  = argmin |y - A x|^2 + rho_t |x - x0|^2 = (A^T A + rho_t I)^{-1} (A^T y + rho_t x0)
+/// xhat  = argmin |y - A x|^2 + rho_t |x - x0|^2
+///       = (A^T A + rho_t I)^{-1} (A^T y + rho_t x0)
 ///         (range: xhat_i = (s_i (U^T y)_i + rho_t xbar0_i) / (s_i^2 + rho_t);
 ///          null space: xhat = x0)
 /// eps   = (x_t - alpha_t xhat) / sigma_t

@@ -16,7 +16,8 @@
 //! a nonlinear one with a one-line error. A bias `b` in `y = A x0 + b + n`
 //! is removed from `y` first.
 //!
-//! [`Schedule::time_for_ve_sigma`]: crate::schedule::Schedule::time_for_ve_sigma
+//! [`Schedule::time_for_ve_sigma`]:
+//!     crate::schedule::Schedule::time_for_ve_sigma
 
 use nalgebra::{DMatrix, DVector};
 

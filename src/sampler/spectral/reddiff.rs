@@ -11,7 +11,6 @@ use crate::sampler::{
     Problem, Recorder, Run, Sampler, SamplerKind, Settings, TrajectoryMeaning,
     gaussian_noise,
 };
-use crate::schedule::Spacing;
 
 /// The weightings of the denoising term that the authors' code offers.
 const WEIGHTINGS: &[&str] =
@@ -48,7 +47,9 @@ const WEIGHTINGS: &[&str] =
 /// `1 / n` and, Adam being scale-invariant up to its `1e-8`, changes
 /// nothing else, so it is left out to keep particles independent.
 ///
-/// The grid has `steps` times, uniform from `t_max` to `t_min`. The
+/// The grid has `steps` times from `t_max` to `t_min`, spaced by the
+/// schedule's default (uniform in `t`, as the code's DDIM grid; Karras for
+/// EDM). The
 /// recorded states are `mu` after the update at each checkpoint time:
 /// estimates of `x0` (`TrajectoryMeaning::Denoised`); the output is the
 /// final `mu` (`final_time = 0`).
@@ -144,7 +145,7 @@ impl Sampler for RedDiff {
         let forward = problem.forward;
         let (n, d) = (num_particles, problem.dim());
         let m = forward.output_dim() as f64;
-        let grid = problem.grid(self.steps - 1, Spacing::Uniform)?;
+        let grid = problem.grid(self.steps - 1, schedule.default_spacing())?;
 
         let start = forward
             .pseudo_inverse_apply(centred_observation(problem).column(0))?;
