@@ -18,9 +18,12 @@ const INIT_STREAM: u64 = 1 << 39;
 ///
 /// **Approximation of `p(y | x_t)`.** None is formed. The denoised estimate
 /// is corrected in the range of `A^T` toward `A^+ y` ("hard consistency")
-/// and left alone in the null space. In measured directions the state is
-/// driven by the measurement, as in DDRM, so it is too wide relative to an
-/// informative prior there (math.md §3.7).
+/// and left alone in the null space. At levels `sigma_s > alpha_s sigma_y /
+/// s_i` the correction is complete (`lambda_i = 1`) and the measured
+/// coordinate is `N(alpha_s ybar_i, sigma_s^2 - alpha_s^2 sigma_y^2 /
+/// s_i^2)`, built from `y` alone, exactly as in DDRM; math.md §3.7 expects
+/// the same bias as DDRM. As for DDRM, the measured output on a Gaussian
+/// prior is too **narrow**, not too wide (see [`super::Ddrm`] for why).
 ///
 /// **Update** from `t` to `s`, with `a = alpha_s`, `sig = sigma_s`,
 /// `xbar0 = V^T D(x_t, t)`, `epsbar = V^T epshat`, `ybar_i` as in DDRM:

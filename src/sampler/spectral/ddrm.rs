@@ -19,10 +19,17 @@ const INIT_STREAM: u64 = 1 << 39;
 /// reverse transition by a hand-built `q(x_s | x_t, y)` that, per singular
 /// direction, trusts the measurement wherever it is noisier than the
 /// current level and the denoiser elsewhere. With `eta_b = 1` the measured
-/// directions are drawn from the measurement alone (`ybar_i` plus noise),
-/// so the prior is ignored there: relative to the posterior of an
-/// informative prior the particles are too wide in range directions
-/// (math.md §3.6). It is not a posterior sampler.
+/// directions at levels `s_i sbar > sigma_y` are drawn from the measurement
+/// alone, `N(ybar_i, sbar^2 - sigma_y^2 / s_i^2)`, so the prior is ignored
+/// there (math.md §3.6). Note the variance: `q` is built so that `x_t`
+/// given `x0` has the right law *averaged over the measurement noise*;
+/// for the fixed `y` in hand it is `sigma_y^2 / s_i^2` narrower than the
+/// forward noise, where the noised posterior is wider than it by the
+/// posterior variance. Below the crossing the update mixes `xbar0` and
+/// `ybar` with little fresh noise. On a Gaussian prior the output is
+/// therefore too **narrow** in measured directions (measured in
+/// `tests/integration/sampler_spectral.rs`), not too wide as math.md's
+/// derived note expects. It is not a posterior sampler.
 ///
 /// **Update.** In VE units (`x_ve = x / alpha`, `sbar = sigma / alpha`),
 /// with `xbar = V^T x_ve`, `xbar0 = V^T D(x_t, t)`, `epsbar = V^T epshat`,

@@ -66,7 +66,8 @@ pub struct DiffPir {
     pub lambda: f64,
     /// `zeta` in `[0, 1]`.
     pub zeta: f64,
-    /// Number of times on the grid (denoiser calls), at least 2.
+    /// Number of times on the grid (the code's `iter_num`), at least 2;
+    /// `steps - 1` denoiser calls (the code's last call is unused).
     pub steps: usize,
     /// `paper` (sigma = noise_std) or `code` (sigma = noise_std / 2).
     pub noise: &'static str,

@@ -9,7 +9,9 @@
 //! uses a VE-equivalent noise level it is `ve_sigma(t) = sigma_t / alpha_t`,
 //! with `x_ve = x_t / alpha_t` and [`Schedule::time_for_ve_sigma`] to find
 //! the time of a given level. The DDPM time grids (every `T/N`-th step,
-//! DiffPIR's "quad" skip) are mapped onto `[t_min, t_max]` the same way.
+//! DiffPIR's "quad" skip) are mapped onto `[t_min, t_max]` through
+//! `t = index / T`; the uniform ones use the schedule's default spacing,
+//! which is uniform in `t` except for EDM (Karras).
 //!
 //! All five need a linear forward model: DDRM, DDNM+ and DiffPIR work in
 //! its SVD, RED-diff and DAPS need `A^T` for the data gradient. They decline
