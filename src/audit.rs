@@ -219,7 +219,20 @@ impl Audit {
             settings: sampler.settings(),
             meaning: sampler.trajectory_meaning(),
         };
-        self.audit_run(case, &setup.truth, &run, &identity)
+        let mut report = self.audit_run(case, &setup.truth, &run, &identity)?;
+        for (i, c) in report.checkpoints.iter_mut().enumerate() {
+            if c.sigma > 0.0 {
+                c.lens = lens(
+                    &setup.truth,
+                    &problem,
+                    sampler,
+                    c.t,
+                    i as u64,
+                    self.seed,
+                )?;
+            }
+        }
+        Ok(report)
     }
 
     /// Runs and audits, as a `Result` for use with `?` inside property
@@ -523,6 +536,7 @@ impl Audit {
             occupancy,
             unsupported,
             sliced_wasserstein,
+            lens: None,
         })
     }
 
@@ -1072,4 +1086,47 @@ fn stop_time_finding(
         evidence: listing.join(" "),
         p_adjusted: p,
     })
+}
+
+/// The sampler's likelihood score against the exact one at 200 exact
+/// draws of `p_t(x_t | y)`.
+fn lens(
+    truth: &Truth,
+    problem: &crate::sampler::Problem<'_>,
+    sampler: &dyn Sampler,
+    t: f64,
+    index: u64,
+    seed: u64,
+) -> Result<Option<crate::report::Lens>> {
+    let points = 200;
+    let xs = truth.sample_at(t, points, seed ^ (0xA5A5_5A5A ^ index));
+    let Some(method) = sampler.likelihood_score(problem, &xs, t) else {
+        return Ok(None);
+    };
+    let method = method?;
+    let at = truth.at(t)?;
+    let mut cosines = Vec::with_capacity(points);
+    let mut ratios = Vec::with_capacity(points);
+    for i in 0..points {
+        let x = xs.row(i).transpose();
+        let exact = at.likelihood_score(x.as_view());
+        let approx = method.row(i).transpose();
+        let (ne, na) = (exact.norm(), approx.norm());
+        if ne > 0.0 && na > 0.0 {
+            cosines.push(exact.dot(&approx) / (ne * na));
+            ratios.push(na / ne);
+        }
+    }
+    if ratios.is_empty() {
+        return Ok(None);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let quantile =
+        |q: f64| ratios[((q * (ratios.len() - 1) as f64).round()) as usize];
+    Ok(Some(crate::report::Lens {
+        points: ratios.len(),
+        cosine_mean: cosines.iter().sum::<f64>() / cosines.len() as f64,
+        norm_ratio_median: quantile(0.5),
+        norm_ratio_range: [quantile(0.1), quantile(0.9)],
+    }))
 }

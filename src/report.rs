@@ -165,6 +165,26 @@ pub struct CheckpointReport {
     pub unsupported: Vec<Unsupported>,
     /// Sliced Wasserstein-1 distance to exact draws (an effect size).
     pub sliced_wasserstein: Option<f64>,
+    /// The sampler's likelihood score against the exact one at exact
+    /// draws, for samplers that expose it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lens: Option<Lens>,
+}
+
+/// The sampler-free lens: the method's approximation of
+/// `grad log p(y | x_t)` against the exact likelihood score, at exact
+/// draws of `p_t(x_t | y)`. It explains findings; it decides none.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Lens {
+    /// Number of exact draws.
+    pub points: usize,
+    /// Mean cosine between the method's and the exact score.
+    pub cosine_mean: f64,
+    /// Median of |method| / |exact|: above 1 the likelihood is
+    /// over-weighted (too sharp), below 1 under-weighted (too flat).
+    pub norm_ratio_median: f64,
+    /// 10% and 90% quantiles of the norm ratio.
+    pub norm_ratio_range: [f64; 2],
 }
 
 /// The result of one audit.
@@ -305,6 +325,18 @@ impl Report {
                     s,
                     "    {:<18} {:<12} stat {:.4}  p_adj {:.2e}",
                     o.test.test, o.direction, o.test.statistic, o.p_adjusted
+                );
+            }
+            if let Some(lens) = &c.lens {
+                let _ = writeln!(
+                    s,
+                    "    lens: likelihood score cosine {:.3}, norm ratio {:.3} \
+                     [{:.3}, {:.3}] over {} exact draws",
+                    lens.cosine_mean,
+                    lens.norm_ratio_median,
+                    lens.norm_ratio_range[0],
+                    lens.norm_ratio_range[1],
+                    lens.points
                 );
             }
         }

@@ -27,7 +27,9 @@ use super::{
     TrajectoryMeaning, gaussian_noise,
 };
 use crate::error::{Error, Result};
-use crate::mixture::Backward;
+use nalgebra::DMatrix;
+
+use crate::mixture::{self, Backward};
 use crate::schedule::Spacing;
 use crate::truth::ddim_coefficients;
 
@@ -170,6 +172,23 @@ impl Sampler for ScoreSampler {
             s.insert("method".into(), self.method.to_string());
         }
         s
+    }
+
+    fn likelihood_score(
+        &self,
+        problem: &Problem<'_>,
+        xs: &DMatrix<f64>,
+        t: f64,
+    ) -> Option<Result<DMatrix<f64>>> {
+        // The exact likelihood score: the lens must read cosine 1 and norm
+        // ratio 1 for this sampler.
+        let score = || -> Result<DMatrix<f64>> {
+            let at = problem.oracle()?.at(t)?;
+            Ok(mixture::map_rows(xs, xs.ncols(), |x| {
+                at.likelihood_score(x.as_view())
+            }))
+        };
+        Some(score())
     }
 
     fn run(

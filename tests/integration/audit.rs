@@ -258,3 +258,23 @@ mod properties {
         );
     }
 }
+
+#[test]
+fn the_lens_reads_one_for_the_exact_likelihood_score() {
+    let case = Case::builtin("gmm-2d-one-coordinate").unwrap();
+    let score = sampler::build("score:method=ddpm,steps=100").unwrap();
+    let report =
+        Audit::new().particles(300).run(&case, score.as_ref()).unwrap();
+    let lenses: Vec<_> =
+        report.checkpoints.iter().filter_map(|c| c.lens.as_ref()).collect();
+    assert!(!lenses.is_empty());
+    for lens in lenses {
+        assert!((lens.cosine_mean - 1.0).abs() < 1e-9, "{lens:?}");
+        assert!((lens.norm_ratio_median - 1.0).abs() < 1e-9, "{lens:?}");
+    }
+    // The exact sampler exposes no likelihood score.
+    let exact = sampler::build("exact").unwrap();
+    let report =
+        Audit::new().particles(300).run(&case, exact.as_ref()).unwrap();
+    assert!(report.checkpoints.iter().all(|c| c.lens.is_none()));
+}
