@@ -11,5 +11,6 @@ mod sampler_smc;
 mod sampler_spectral;
 mod samplers;
 mod schedule;
+mod snapshots;
 mod stats;
 mod util;
