@@ -4,6 +4,7 @@ mod case_files;
 mod forward;
 mod identities;
 mod reference;
+mod sampler_guidance;
 mod samplers;
 mod schedule;
 mod util;
