@@ -2,19 +2,21 @@
 //! is an exact reference sampler with one strong, known defect, so the
 //! audit must name a specific failure for it. They see the oracle.
 //!
-//! | sampler | defect | expected finding |
-//! |---|---|---|
-//! | `broken-no-noise` | exact conditional-score DDPM without its noise term | `spread_too_narrow` |
-//! | `broken-double-guidance` | prior score + 2 x exact likelihood score | `spread_too_narrow`, `mode_misweighted` |
-//! | `broken-dropped-mode` | exact sampler of the posterior without its heaviest component | `mode_misweighted` |
-//! | `broken-no-likelihood` | exact sampler of the prior (ignores `y`) | `unsupported_mode`, `spread_too_wide` |
+//! - `broken-no-noise`: the exact conditional-score DDPM sampler without
+//!   its noise term; expected finding `spread_too_narrow`.
+//! - `broken-double-guidance`: prior score + 2 x exact likelihood score;
+//!   `spread_too_narrow`, `mode_misweighted`.
+//! - `broken-dropped-mode`: exact sampler of the posterior without its
+//!   heaviest component; `mode_misweighted` (a missing mode).
+//! - `broken-no-likelihood`: exact sampler of the prior, ignoring `y`;
+//!   `unsupported_mode`, `spread_too_wide`.
 //!
 //! The first two run the DDPM ancestral step (DDIM with `eta = 1`) on the
 //! exact conditional denoiser `D_y = E[x0 | x_t, y]`, started from exact
 //! draws of `p_T(. | y)`:
 //!
 //! ```text
-//! broken-no-noise:        x_s = a x_t + b D_y(x_t)                (c z dropped)
+//! broken-no-noise:        x_s = a x_t + b D_y(x_t)       (c z dropped)
 //! broken-double-guidance: x_s = a x_t + b (2 D_y - D)(x_t) + c z
 //!   (2 D_y - D = D + 2 (sigma^2/alpha) grad log p(y | x_t): the likelihood
 //!    score counted twice)

@@ -337,3 +337,35 @@ fn broken_no_likelihood_keeps_modes_the_observation_rules_out() {
          {ratio} (se {se})"
     );
 }
+
+#[test]
+fn every_setting_runs_and_stays_finite() {
+    let specs = [
+        "dps:form=sigma,steps=50",
+        "dps:scale=0.5,steps=50,eta=0",
+        "pigdm:r2=flat,steps=20",
+        "pigdm:update=published,steps=20,eta=0",
+        "pigdm:update=published,r2=flat,steps=20",
+        "tmpd:variant=diag,steps=50,spacing=logsnr",
+        "tmpd:steps=50,spacing=uniform",
+        "dmps:scale=1,steps=50",
+        "score-ald:levels=30,steps_each=2",
+    ];
+    for name in ["fsr-two-modes-1d", "gmm-2d-one-coordinate"] {
+        let case = Case::builtin(name).unwrap();
+        let setup = Setup::new(&case, CHECKPOINTS.to_vec()).unwrap();
+        for spec in specs {
+            let run = run_spec(&setup, spec, 16, 1);
+            assert!(
+                run.particles.iter().all(|v| v.is_finite()),
+                "{spec} on {name}: non-finite particles"
+            );
+            let again = sampler::build(spec).unwrap();
+            assert_eq!(
+                sampler::build(&again.spec()).unwrap().settings(),
+                again.settings(),
+                "{spec}"
+            );
+        }
+    }
+}

@@ -34,8 +34,8 @@
 //! - Default 1000 steps: the official DDPM chain.
 //! - The paper's Algorithm 1 writes `zeta_t = zeta' / |y - A D|` times the
 //!   gradient of the *squared* norm, i.e. `2 zeta'` times the official
-//!   step: [unverified against the paper's text; the official code was
-//!   read].
+//!   step (unverified against the paper's text; the official code was
+//!   read).
 //! - The sigma form is the FSR paper's "sigma-DPS" (math.md §3.1); its
 //!   `scale` defaults to 1, the unweighted approximation.
 //!

@@ -31,7 +31,7 @@
 //! `step_ratio` is `step_lr / sigma_L^2 = 9e-7 / 0.0066^2 ~ 0.02066`, which
 //! makes the rule independent of where the levels end. The paper's
 //! denominator `sigma_y^2 + gamma_i^2` is as in math.md §3.5 (confirmed
-//! there only by a secondary source [unverified]). The level count 2311
+//! there only by a secondary source, unverified). The level count 2311
 //! belongs to that MRI model's training levels, not to the method; the
 //! default here is 1000 levels. The authors start from uniform noise; here
 //! the start is `N(0, sigmabar_1^2 I)`.

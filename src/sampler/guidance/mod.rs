@@ -6,13 +6,16 @@
 //! approximation (math.md §3, notation `D = D(x_t)`, `J = dD/dx_t`,
 //! `r = y - A(D)`, `C_t = (sigma_t^2/alpha_t) J`):
 //!
-//! | sampler | `p^(y \| x_t)` | cost per step |
-//! |---|---|---|
-//! | `dps` | `N(y; A D, sigma_y^2 I)` (or the residual-normalised step) | denoiser + 1 VJP |
-//! | `pigdm` | `N(y; A D, r_t^2 A A^T + sigma_y^2 I)` | denoiser + 1 VJP |
-//! | `tmpd` | `N(y; A D, A C_t A^T + sigma_y^2 I)` (full or diagonal) | m VJPs |
-//! | `dmps` | `N(y; A x_t/alpha, sigma_y^2 I + sigmabar_t^2 A A^T)` | denoiser |
-//! | `score-ald` | flat prior, `N(y; A x, (sigma_y^2 + gamma^2) I)` | denoiser |
+//! - `dps`: `N(y; A D, sigma_y^2 I)`, or the residual-normalised step;
+//!   the denoiser and one VJP per step.
+//! - `pigdm`: `N(y; A D, r_t^2 A A^T + sigma_y^2 I)`; the denoiser and
+//!   one VJP.
+//! - `tmpd`: `N(y; A D, A C_t A^T + sigma_y^2 I)`, full or diagonal; `m`
+//!   VJPs.
+//! - `dmps`: `N(y; A x_t/alpha, sigma_y^2 I + sigmabar_t^2 A A^T)`; the
+//!   denoiser only.
+//! - `score-ald`: flat prior, `N(y; A x, (sigma_y^2 + gamma^2) I)`; the
+//!   denoiser only.
 //!
 //! # The common driver (the harness pattern)
 //!
@@ -26,8 +29,10 @@
 //! ```text
 //! x_T ~ N(0, (alpha_T^2 + sigma_T^2) I)         (N(0, I) for VP schedules)
 //! grad log p_t(x | y) ~ (alpha_t D - x)/sigma_t^2 + g
-//!                     = (alpha_t D_y - x)/sigma_t^2,   D_y = D + (sigma_t^2/alpha_t) g
-//! x_s = a x_t + b D_y + c z + shift,     (a, b, c) = ddim_coefficients(t, s, eta)
+//!                     = (alpha_t D_y - x)/sigma_t^2
+//! D_y = D + (sigma_t^2/alpha_t) g
+//! x_s = a x_t + b D_y + c z + shift
+//! (a, b, c) = ddim_coefficients(t, s, eta)
 //! ```
 //!
 //! The settings common to these samplers: `steps` (published default per

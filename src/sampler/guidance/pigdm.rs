@@ -30,8 +30,8 @@
 //!   baseline), which uses `sde.r2(t, data_variance=1)` in
 //!   `C_yy = r2 HH^T + sigma_y^2` (read with the search tool); the ΠGDM
 //!   paper's `r_t^2 = sigma_t^2/(1 + sigma_t^2)` in VE notation is the
-//!   same formula [paper statement unverified]. `r2=flat` is Burns' code
-//!   (math.md §3.2 [code], not re-read here).
+//!   same formula (the paper statement is unverified). `r2=flat` is Burns' code
+//!   (math.md §3.2, from the code; not re-read here).
 //! - The published update is NVIDIA's RED-diff `algos/pgdm.py` (read):
 //!   with its config defaults (`awd: True`, `grad_term_weight: 1`,
 //!   `eta: 0`, `sigma_y: 0`) it adds `sqrt(abar_s) sqrt(abar_t)
@@ -39,7 +39,7 @@
 //!   full-row-rank `A`, `r_t^2 g = J^T A^+ (y - A D)`, so the rule above
 //!   is that code, extended to `sigma_y > 0` by the paper's covariance.
 //!   That repository runs 50 steps with `eta = 0`; the paper reports 100
-//!   steps [unverified]; the default here is 100 steps with `eta = 1`
+//!   steps (unverified); the default here is 100 steps with `eta = 1`
 //!   (ancestral, as the harness pattern).
 //!
 //! Expected bias (math.md §3.2, derived): exact for a Gaussian prior whose

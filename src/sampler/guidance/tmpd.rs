@@ -22,10 +22,11 @@
 //! TMPD authors' library, read with the search tool): `get_vjp_guidance`
 //! builds `C_yy = ratio(t) H (dD/dx) H^T + sigma_y^2 I` from `H.shape[0]`
 //! VJPs and solves it; `get_diag_vjp_guidance` keeps its diagonal; `ratio`
-//! is `sigma_t^2/alpha_t` ((1 - abar)/sqrt(abar) for VP) per math.md §3.3
-//! [code, not re-read]. No step size. The authors' GMM and GRF runs use
-//! 1000 Euler-Maruyama steps (math.md §4.1, §5.2 [code]): 1000 is the
-//! default here, in the DDPM driver rather than Euler-Maruyama.
+//! is `sigma_t^2/alpha_t` ((1 - abar)/sqrt(abar) for VP) per math.md
+//! §3.3 (from the code, not re-read). No step size. The authors' GMM and
+//! GRF runs use 1000 Euler-Maruyama steps (math.md §4.1 and §5.2, from
+//! the code): 1000 is the default here, in the DDPM driver rather than
+//! Euler-Maruyama.
 //!
 //! Expected bias (math.md §3.3, derived): exact for a Gaussian prior with
 //! linear `A` (up to discretisation); for a multimodal `p(x0 | x_t)` the
@@ -96,7 +97,8 @@ impl Method for Tmpd {
         let denoised = DMatrix::from_fn(n, d, |i, j| denoised_rep[(i * m, j)]);
         let r = residuals(problem, &denoised);
 
-        // Per particle: f = (ratio A J A^T + sigma_y^2 I)^{-1} r, g = (A J)^T f.
+        // Per particle: f = (ratio A J A^T + sigma_y^2 I)^{-1} r and
+        // g = (A J)^T f.
         let ratio = step.sigma * step.sigma / step.alpha;
         let noise_var = problem.forward.noise_std().powi(2);
         let full = self.variant == "full";
