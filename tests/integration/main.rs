@@ -7,6 +7,7 @@ mod extremes;
 mod forward;
 mod identities;
 mod reference;
+mod sampler_guidance;
 mod sampler_smc;
 mod sampler_spectral;
 mod samplers;
