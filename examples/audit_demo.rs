@@ -12,7 +12,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let spec = args.next().unwrap_or_else(|| "exact".into());
     let case = Case::builtin(&case)?;
     let sampler = sampler::build(&spec)?;
-    let report = Audit::new().run(&case, sampler.as_ref())?;
+    let n: usize = std::env::var("PARTICLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let report = Audit::new().particles(n).run(&case, sampler.as_ref())?;
     print!("{}", report.to_text());
     Ok(())
 }

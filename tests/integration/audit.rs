@@ -278,3 +278,27 @@ fn the_lens_reads_one_for_the_exact_likelihood_score() {
         Audit::new().particles(300).run(&case, exact.as_ref()).unwrap();
     assert!(report.checkpoints.iter().all(|c| c.lens.is_none()));
 }
+
+/// TMPD's likelihood approximation is exact for a Gaussian prior with a
+/// linear measurement (its covariance A C_t A^T + sigma_y^2 I is the true
+/// one): the lens reads 1 at every checkpoint. DPS (sigma form, no
+/// covariance term) over-weights the likelihood: norm ratio above 1.
+#[test]
+fn the_lens_explains_tmpd_and_dps_on_a_gaussian_prior() {
+    let case = Case::builtin("fsr-gaussian-1d").unwrap();
+    let audit = Audit::new().particles(200);
+    let tmpd = sampler::build("tmpd:steps=50").unwrap();
+    let report = audit.run(&case, tmpd.as_ref()).unwrap();
+    for c in report.checkpoints.iter().filter_map(|c| c.lens.as_ref()) {
+        assert!((c.norm_ratio_median - 1.0).abs() < 1e-8, "{c:?}");
+        assert!((c.cosine_mean - 1.0).abs() < 1e-8, "{c:?}");
+    }
+    let dps = sampler::build("dps:form=sigma,steps=50").unwrap();
+    let report = audit.run(&case, dps.as_ref()).unwrap();
+    let lenses: Vec<_> =
+        report.checkpoints.iter().filter_map(|c| c.lens.as_ref()).collect();
+    assert!(!lenses.is_empty());
+    for lens in lenses {
+        assert!(lens.norm_ratio_range[0] > 1.0, "{lens:?}");
+    }
+}

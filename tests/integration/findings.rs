@@ -15,9 +15,13 @@ use posterior_lens::report::{Failure, Report};
 use posterior_lens::sampler;
 
 fn audit(case: &str, spec: &str, seed: u64) -> Report {
+    audit_with(Audit::new().seed(seed), case, spec)
+}
+
+fn audit_with(audit: Audit, case: &str, spec: &str) -> Report {
     let case = Case::builtin(case).unwrap();
     let sampler = sampler::build(spec).unwrap();
-    Audit::new().seed(seed).run(&case, sampler.as_ref()).unwrap()
+    audit.run(&case, sampler.as_ref()).unwrap()
 }
 
 /// Failures found at trajectory checkpoints (intermediate times).
@@ -38,7 +42,9 @@ fn intermediate(report: &Report) -> Vec<Failure> {
 fn fsr_headline_observations_on_the_three_atom_testbed() {
     let mut mode_trouble = false;
     for spec in ["dps", "pigdm", "tmpd"] {
-        let report = audit("fsr-three-atoms", spec, 0);
+        // The paper's particle count on its testbeds.
+        let report =
+            audit_with(Audit::new().particles(4096), "fsr-three-atoms", spec);
         let found = intermediate(&report);
         println!("{spec}: {:?}\n{}", report.failures(), report.to_text());
         assert!(

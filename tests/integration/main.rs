@@ -4,6 +4,7 @@ mod audit;
 mod calibration;
 mod case_files;
 mod extremes;
+mod findings;
 mod forward;
 mod identities;
 mod reference;

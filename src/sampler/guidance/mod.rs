@@ -240,6 +240,40 @@ impl<M: Method> Sampler for Guided<M> {
         out
     }
 
+    /// The method's likelihood score at `t`; for as-published rules that
+    /// add a displacement after the step, the score that would move the
+    /// particles as far through the driver's step to the next grid time.
+    fn likelihood_score(
+        &self,
+        problem: &Problem<'_>,
+        xs: &DMatrix<f64>,
+        t: f64,
+    ) -> Option<Result<DMatrix<f64>>> {
+        let score = || -> Result<DMatrix<f64>> {
+            require_linear(problem, self.method.name())?;
+            let schedule = problem.schedule;
+            let next = self
+                .grid(problem)?
+                .into_iter()
+                .filter(|&g| g < t)
+                .fold(problem.t_min.min(t * 0.5), f64::max);
+            let (alpha, sigma) = schedule.alpha_sigma(t);
+            let next_scales = schedule.alpha_sigma(next);
+            let step = Step { t, alpha, sigma, alpha_next: next_scales.0 };
+            let guide = self.method.guide(problem, xs, &step)?;
+            let mut score = guide
+                .likelihood_score
+                .unwrap_or_else(|| DMatrix::zeros(xs.nrows(), xs.ncols()));
+            if let Some(shift) = guide.shift {
+                let (_, b, _) =
+                    ddim_coefficients((alpha, sigma), next_scales, self.eta);
+                score += shift * (alpha / (b * sigma * sigma));
+            }
+            Ok(score)
+        };
+        Some(score())
+    }
+
     fn run(
         &self,
         problem: &Problem<'_>,
