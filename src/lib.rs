@@ -45,6 +45,31 @@
 //! # Ok::<(), posterior_lens::Error>(())
 //! ```
 //!
+//! # Auditing a sampler in `cargo test`
+//!
+//! [`audit::Audit`] runs a sampler on a case and tests its particles
+//! against the exact posterior at every checkpoint; `check` returns the
+//! report, or an error carrying the findings and a replay command, so it
+//! works with `?` inside proptest and quickcheck properties
+//! (see [`strategy`]); `assert_passes` panics with the failing numbers.
+//!
+//! ```
+//! use posterior_lens::audit::Audit;
+//! use posterior_lens::case::Case;
+//! use posterior_lens::report::Failure;
+//! use posterior_lens::sampler;
+//!
+//! let case = Case::builtin("fsr-gaussian-1d")?;
+//! // The exact reverse transition passes.
+//! let exact = sampler::build("exact:steps=20")?;
+//! Audit::new().particles(500).assert_passes(&case, exact.as_ref());
+//! // A sampler that drops the noise of its reverse steps collapses.
+//! let broken = sampler::build("broken-no-noise:steps=50")?;
+//! let report = Audit::new().particles(500).run(&case, broken.as_ref())?;
+//! assert!(report.failures().contains(&Failure::SpreadTooNarrow));
+//! # Ok::<(), posterior_lens::Error>(())
+//! ```
+//!
 //! # Modules
 //!
 //! - [`schedule`]: `x_t = alpha_t x0 + sigma_t eps` for VP, DDPM, VE, EDM
@@ -56,8 +81,16 @@
 //! - [`case`]: cases, the case file format and the built-in cases.
 //! - [`truth`]: the exact posterior at every time, the exact likelihood and
 //!   its gradient, and the exact reverse transition.
-//! - [`sampler`]: the sampler contract and the samplers.
+//! - [`sampler`]: the sampler contract and the samplers: reference
+//!   (exact transition, exact-score integrators, the finite-sample
+//!   reference), under test (DPS, ΠGDM, TMPD, DMPS, score-ALD, DDRM,
+//!   DDNM+, DiffPIR, RED-diff, DAPS, MCGdiff, TDS) and deliberately broken
+//!   ones.
+//! - [`audit`]: the per-checkpoint diagnosis and the assertion API.
+//! - [`report`]: the serde report, its text, Markdown and snapshot views.
 //! - [`stats`]: hypothesis tests with exact or accurate null laws.
+//! - [`strategy`]: proptest strategies and quickcheck `Arbitrary` for
+//!   random cases.
 //! - [`rng`]: named, seeded random streams.
 //!
 //! # Reproducibility
@@ -68,6 +101,14 @@
 //! are bit-identical for a given seed whatever the number of threads.
 //!
 //! # What it does not check
+//!
+//! - Particles are assumed independent. SMC samplers return resampled,
+//!   dependent particles (their checkpoint states are ancestors of the
+//!   final particles); the tests then treat them as independent, which
+//!   overstates the evidence.
+//! - The early-stopping finding compares verdicts along the checkpoints;
+//!   the law of a sampler's denoised output at an early stop is not
+//!   compared with an exact counterpart.
 //!
 //! - Learned denoisers: the cases use exact denoisers, so a sampler is
 //!   tested with a perfect prior score; errors of a trained network are
