@@ -778,6 +778,12 @@ impl Mixture1d {
 pub struct Density {
     log_weights: DVector<f64>,
     means: DMatrix<f64>,
+    /// The means as columns (`d x K`), contiguous per component.
+    means_by_column: DMatrix<f64>,
+    /// `log pi_k - (log det C_k + d log 2 pi) / 2`, per component.
+    offsets: DVector<f64>,
+    /// For diagonal components, the reciprocal variances as columns.
+    precisions_by_column: Option<DMatrix<f64>>,
     shape: Shape,
 }
 
@@ -836,9 +842,25 @@ impl Density {
                     .collect::<Result<_>>()?,
             ),
         };
+        let d = mixture.dim() as f64;
+        let log_det = |k: usize| match &shape {
+            Shape::Isotropic(v) => d * v[k].ln(),
+            Shape::Diagonal(v) => v.row(k).iter().map(|v| v.ln()).sum(),
+            Shape::Full(chol) => chol_log_det(&chol[k]),
+        };
+        let offsets = DVector::from_fn(mixture.num_components(), |k, _| {
+            mixture.log_weights[k] - 0.5 * (log_det(k) + d * LN_2PI)
+        });
+        let precisions_by_column = match &shape {
+            Shape::Diagonal(v) => Some(v.map(|v| 1.0 / v).transpose()),
+            _ => None,
+        };
         Ok(Density {
             log_weights: mixture.log_weights.clone(),
             means: mixture.means.clone(),
+            means_by_column: mixture.means.transpose(),
+            offsets,
+            precisions_by_column,
             shape,
         })
     }
@@ -850,32 +872,45 @@ impl Density {
 
     /// `log pi_k + log N(x; mu_k, C_k)` for every component `k`.
     pub fn joint_log_densities(&self, x: DVectorView<f64>) -> DVector<f64> {
-        let d = self.dim() as f64;
         let k_count = self.log_weights.len();
+        let x = x.as_slice();
         DVector::from_fn(k_count, |k, _| {
-            let centred = x - self.means.row(k).transpose();
-            let (quad, log_det) = match &self.shape {
+            let mean = self.means_by_column.column(k);
+            let mean = mean.as_slice();
+            let quad = match &self.shape {
                 Shape::Isotropic(v) => {
-                    (centred.norm_squared() / v[k], d * v[k].ln())
+                    let dist2: f64 = x
+                        .iter()
+                        .zip(mean)
+                        .map(|(a, b)| (a - b) * (a - b))
+                        .sum();
+                    dist2 / v[k]
                 }
-                Shape::Diagonal(v) => {
-                    let mut quad = 0.0;
-                    let mut log_det = 0.0;
-                    for j in 0..centred.len() {
-                        quad += centred[j] * centred[j] / v[(k, j)];
-                        log_det += v[(k, j)].ln();
-                    }
-                    (quad, log_det)
+                Shape::Diagonal(_) => {
+                    let precisions = self
+                        .precisions_by_column
+                        .as_ref()
+                        .expect("diagonal densities keep their precisions");
+                    let precision = precisions.column(k);
+                    x.iter()
+                        .zip(mean)
+                        .zip(precision.iter())
+                        .map(|((a, b), p)| (a - b) * (a - b) * p)
+                        .sum()
                 }
                 Shape::Full(chol) => {
-                    let z = chol[k]
+                    let centred = DVector::from_iterator(
+                        x.len(),
+                        x.iter().zip(mean).map(|(a, b)| a - b),
+                    );
+                    chol[k]
                         .l_dirty()
                         .solve_lower_triangular(&centred)
-                        .expect("a Cholesky factor is invertible");
-                    (z.norm_squared(), chol_log_det(&chol[k]))
+                        .expect("a Cholesky factor is invertible")
+                        .norm_squared()
                 }
             };
-            self.log_weights[k] - 0.5 * (quad + log_det + d * LN_2PI)
+            self.offsets[k] - 0.5 * quad
         })
     }
 

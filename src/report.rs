@@ -473,5 +473,7 @@ fn round_p(p: f64) -> f64 {
     if p >= 0.1 || p == 0.0 {
         return round_sig(p, 1);
     }
-    10f64.powi(p.log10().floor() as i32)
+    // Parsed from its decimal form, so the value prints the same way
+    // everywhere (`10f64.powi(-30)` is not the double nearest 1e-30).
+    format!("1e{}", p.log10().floor() as i32).parse().unwrap_or(p)
 }

@@ -6,6 +6,7 @@ mod case_files;
 mod extremes;
 mod findings;
 mod forward;
+mod fsr_convergence;
 mod identities;
 mod reference;
 mod sampler_guidance;
