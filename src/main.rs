@@ -117,6 +117,10 @@ pub struct GateArgs {
     /// Family-wise false-alarm rate of the audit (Holm).
     #[arg(long, default_value_t = 1e-3)]
     fwer: f64,
+    /// Exact reference draws per checkpoint (cell probabilities, region
+    /// masses, the total-variance null); at least 1000.
+    #[arg(long, default_value_t = cli::gate::DEFAULT_REFERENCE_DRAWS)]
+    reference_draws: usize,
     /// Writes JUnit XML: one test case per check and checkpoint.
     #[arg(long)]
     junit: Option<PathBuf>,

@@ -13,6 +13,9 @@ use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
 
 use crate::{Format, GateArgs, Outcome};
 
+/// The audit's default number of reference draws (`Audit::new`).
+pub const DEFAULT_REFERENCE_DRAWS: usize = 20_000;
+
 /// `audit --case C --sampler S`.
 pub fn audit(
     args: &GateArgs,
@@ -22,7 +25,8 @@ pub fn audit(
     let case = Case::load(&args.case)?;
     let sampler = sampler::build(spec)?;
     let audit = configure(args, &case)?.particles(args.particles);
-    let report = audit.run(&case, sampler.as_ref())?;
+    let mut report = audit.run(&case, sampler.as_ref())?;
+    add_reference_draws(&mut report, args.reference_draws);
     finish(args, &report, format)
 }
 
@@ -36,9 +40,25 @@ pub fn check(
     let external = exchange::read_run(dir, &case)?;
     let truth = Truth::new(&case)?;
     let audit = configure(args, &case)?;
-    let report =
+    let mut report =
         audit.audit_run(&case, &truth, &external.run, &external.identity)?;
+    // An external run is replayed by `check`, not by `audit`.
+    report.replay = format!(
+        "posterior-lens check --case {} --samples {} --seed {}",
+        args.case,
+        dir.display(),
+        args.seed
+    );
+    add_reference_draws(&mut report, args.reference_draws);
     finish(args, &report, format)
+}
+
+/// The replay line names the reference draws when they are not the
+/// audit's default, so that it reproduces the same numbers.
+pub fn add_reference_draws(report: &mut Report, draws: usize) {
+    if draws != DEFAULT_REFERENCE_DRAWS {
+        report.replay += &format!(" --reference-draws {draws}");
+    }
 }
 
 fn configure(args: &GateArgs, case: &Case) -> Result<Audit, Error> {
@@ -54,7 +74,16 @@ fn configure(args: &GateArgs, case: &Case) -> Result<Audit, Error> {
             args.particles
         )));
     }
-    let mut audit = Audit::new().seed(args.seed).fwer(args.fwer);
+    if args.reference_draws < 1000 {
+        return Err(usage(format!(
+            "--reference-draws must be at least 1000, got {}",
+            args.reference_draws
+        )));
+    }
+    let mut audit = Audit::new()
+        .seed(args.seed)
+        .fwer(args.fwer)
+        .reference_draws(args.reference_draws);
     if let Some(times) = &args.checkpoints {
         check_checkpoints(times, case)?;
         audit = audit.checkpoints(times.clone());

@@ -2,6 +2,7 @@
 
 mod audit;
 mod case_files;
+mod cli;
 mod extremes;
 mod forward;
 mod identities;
