@@ -126,6 +126,7 @@
 pub mod audit;
 pub mod case;
 pub mod error;
+pub mod exchange;
 pub mod forward;
 pub mod mixture;
 pub mod report;

@@ -1,33 +1,85 @@
 //! The `posterior-lens` command line.
 //!
 //! Results go to stdout, progress and errors to stderr. Exit codes: 0 ok,
-//! 1 failures found (gated commands), 2 usage, 3 bad input.
+//! 1 failures found (gated commands: `audit`, `check`), 2 usage, 3 bad
+//! input. A closed stdout (`| head`) is not an error.
 
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use posterior_lens::case::Case;
-use posterior_lens::mixture::{Covariances, Mixture};
-use posterior_lens::truth::Truth;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use posterior_lens::{Error, ErrorKind};
-use serde_json::json;
+
+mod cli;
+
+use cli::progress::ProgressMode;
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 ok (survey: it ran, whatever it found), 1 failures found \
+(audit, check), 2 usage, 3 bad input (one line on stderr naming the file, \
+field and value).";
 
 /// Tests diffusion posterior samplers against exact posteriors.
 #[derive(Parser)]
-#[command(name = "posterior-lens", version, about)]
+#[command(name = "posterior-lens", version, about, after_help = AFTER_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Human, global = true)]
+    format: Format,
+    /// Progress on stderr: a bar on a terminal, plain lines otherwise.
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = ProgressMode::Auto,
+        global = true
+    )]
+    progress: ProgressMode,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Lists the built-in cases, one line each.
-    Cases {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Human)]
-        format: Format,
+    /// Runs every built-in sampler on the standard suite of built-in cases
+    /// and prints the failure matrix (exit 0 whatever it finds).
+    Survey(cli::survey::SurveyArgs),
+    /// Combines survey shard reports (survey --shard i/n) into one.
+    Merge(cli::survey::MergeArgs),
+    /// Audits one built-in sampler on one case; exit 1 on any finding.
+    Audit {
+        #[command(flatten)]
+        gate: GateArgs,
+        /// The sampler and its settings: name[:key=value,...].
+        #[arg(long)]
+        sampler: String,
+    },
+    /// Audits samples written by an external program (a run directory of
+    /// NPY files); exit 1 on any finding.
+    Check {
+        #[command(flatten)]
+        gate: GateArgs,
+        /// The run directory: samples.npy, optional log_weights.npy,
+        /// trajectory.npy with trajectory_times.npy, run.json.
+        #[arg(long)]
+        samples: PathBuf,
+    },
+    /// Writes everything an external sampler needs: case.json, NPY arrays
+    /// and probe points of the exact denoiser.
+    Export {
+        /// A built-in case name or a path to a case file.
+        #[arg(long)]
+        case: String,
+        /// The directory to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Checkpoint times (comma separated); the audit's defaults
+        /// otherwise.
+        #[arg(long, value_delimiter = ',')]
+        checkpoints: Option<Vec<f64>>,
+        /// Seed of the probe points.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// Prints the exact posterior p(x0 | y) of a case and its summary at a
     /// few diffusion times (of every built-in case without --case).
@@ -35,39 +87,107 @@ enum Command {
         /// A built-in case name or a path to a case file.
         #[arg(long)]
         case: Option<String>,
-        /// Output format; json prints full covariance matrices with every
-        /// number round-trip exact.
-        #[arg(long, value_enum, default_value_t = Format::Human)]
-        format: Format,
         /// Diffusion times for the per-time summary (comma separated);
         /// defaults to six times spread over the schedule.
         #[arg(long, value_delimiter = ',')]
         times: Option<Vec<f64>>,
     },
+    /// Lists the built-in cases, one line each.
+    Cases,
+    /// Lists the built-in samplers with their kind, one line each.
+    Samplers,
 }
 
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum Format {
+/// What `audit` and `check` share.
+#[derive(Args)]
+pub struct GateArgs {
+    /// A built-in case name or a path to a case file.
+    #[arg(long)]
+    case: String,
+    /// Number of particles the sampler draws (audit only).
+    #[arg(long, default_value_t = 1000)]
+    particles: usize,
+    /// The run seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Checkpoint times, decreasing and comma separated; 0.8, 0.5, 0.2 and
+    /// 0.05 of the schedule's end time otherwise.
+    #[arg(long, value_delimiter = ',')]
+    checkpoints: Option<Vec<f64>>,
+    /// Family-wise false-alarm rate of the audit (Holm).
+    #[arg(long, default_value_t = 1e-3)]
+    fwer: f64,
+    /// Exact reference draws per checkpoint (cell probabilities, region
+    /// masses, the total-variance null); at least 1000.
+    #[arg(long, default_value_t = cli::gate::DEFAULT_REFERENCE_DRAWS)]
+    reference_draws: usize,
+    /// Writes JUnit XML: one test case per check and checkpoint.
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    /// Writes report.json and report.md into this directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Output format.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum Format {
+    /// Text for a terminal.
     Human,
+    /// One JSON document.
     Json,
+    /// Markdown, e.g. for a CI job summary.
     Markdown,
+}
+
+/// What a command produced: text for stdout and the exit code it asks
+/// for.
+pub struct Outcome {
+    text: String,
+    code: u8,
+}
+
+impl Outcome {
+    /// Text with exit code 0.
+    pub fn ok(text: String) -> Outcome {
+        Outcome { text, code: 0 }
+    }
+
+    /// Text with exit code 1 (gated command found failures) or 0.
+    pub fn gated(text: String, failed: bool) -> Outcome {
+        Outcome { text, code: u8::from(failed) }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let progress = cli.progress;
+    let format = cli.format;
     let result = match cli.command {
-        Command::Cases { format } => cases(format),
-        Command::Truth { case: Some(case), format, times } => {
-            truth(&case, format, times)
+        Command::Survey(args) => cli::survey::survey(&args, format, progress),
+        Command::Merge(args) => cli::survey::merge(&args, format),
+        Command::Audit { gate, sampler } => {
+            cli::gate::audit(&gate, &sampler, format)
         }
-        Command::Truth { case: None, format, times } => {
-            truth_of_builtins(format, times)
+        Command::Check { gate, samples } => {
+            cli::gate::check(&gate, &samples, format)
+        }
+        Command::Export { case, out, checkpoints, seed } => {
+            cli::gate::export(&case, &out, checkpoints, seed, format)
+        }
+        Command::Cases => cli::info::cases(format).map(Outcome::ok),
+        Command::Samplers => cli::info::samplers(format).map(Outcome::ok),
+        Command::Truth { case: Some(case), times } => {
+            cli::info::truth(&case, format, times).map(Outcome::ok)
+        }
+        Command::Truth { case: None, times } => {
+            cli::info::truth_of_builtins(format, times).map(Outcome::ok)
         }
     };
     match result {
-        Ok(text) => emit(&text),
+        Ok(outcome) => emit(&outcome.text, outcome.code),
         Err(err) => {
-            eprintln!("error: {err}");
+            eprintln!("error: {}", one_line(&err));
             match err.kind() {
                 ErrorKind::Usage => ExitCode::from(2),
                 _ => ExitCode::from(3),
@@ -76,276 +196,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// The message followed by its causes, on one line.
+fn one_line(err: &Error) -> String {
+    let mut s = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        s += &format!(": {cause}");
+        source = cause.source();
+    }
+    s.replace('\n', " ")
+}
+
 /// Writes the result to stdout; a closed pipe (`| head`) is not an error.
-fn emit(text: &str) -> ExitCode {
+fn emit(text: &str, code: u8) -> ExitCode {
     let mut out = io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(code),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: cannot write to stdout: {e}");
             ExitCode::from(3)
         }
     }
-}
-
-fn cases(format: Format) -> Result<String, Error> {
-    let mut rows = Vec::new();
-    for name in Case::builtin_names() {
-        let case = Case::builtin(name)?;
-        rows.push((
-            name,
-            case.dim(),
-            case.forward.output_dim(),
-            case.prior.num_components(),
-            case.prior.covariances().kind_name(),
-            case.description,
-        ));
-    }
-    Ok(match format {
-        Format::Json => {
-            let items: Vec<_> = rows
-                .iter()
-                .map(|(name, d, m, k, kind, description)| {
-                    json!({
-                        "name": name, "dim": d, "observation_dim": m,
-                        "components": k, "covariance": kind,
-                        "description": description,
-                    })
-                })
-                .collect();
-            format!("{}\n", serde_json::to_string_pretty(&items).unwrap())
-        }
-        Format::Markdown => {
-            let mut s = String::from(
-                "| case | d | m | components | description |\n\
-                 |---|---|---|---|---|\n",
-            );
-            for (name, d, m, k, kind, description) in &rows {
-                s += &format!(
-                    "| `{name}` | {d} | {m} | {k} {kind} | {description} |\n"
-                );
-            }
-            s
-        }
-        Format::Human => {
-            let mut s = String::new();
-            for (name, d, m, k, kind, description) in &rows {
-                s += &format!(
-                    "{name:<24} d={d:<3} m={m:<3} {k} {kind}  {}\n",
-                    first_sentence(description)
-                );
-            }
-            s
-        }
-    })
-}
-
-fn first_sentence(text: &str) -> &str {
-    match text.find(": ").or_else(|| text.find(". ")) {
-        Some(i) if i < 90 => &text[..i],
-        _ => text.get(..90).unwrap_or(text),
-    }
-}
-
-fn truth_of_builtins(
-    format: Format,
-    times: Option<Vec<f64>>,
-) -> Result<String, Error> {
-    let mut parts = Vec::new();
-    for name in Case::builtin_names() {
-        eprintln!("computing the exact posterior of {name}");
-        let text = truth(name, format, times.clone())?;
-        parts.push(text.trim_end().to_string());
-    }
-    Ok(match format {
-        Format::Json => format!("[{}]\n", parts.join(",\n")),
-        _ => format!("{}\n", parts.join("\n\n")),
-    })
-}
-
-fn truth(
-    name: &str,
-    format: Format,
-    times: Option<Vec<f64>>,
-) -> Result<String, Error> {
-    let case = Case::load(name)?;
-    let truth = Truth::new(&case)?;
-    let schedule = truth.schedule();
-    let (t_min, t_max) = schedule.time_range();
-    let times = match times {
-        Some(times) => {
-            for &t in &times {
-                if !(t.is_finite() && t > t_min.min(0.0) && t <= t_max) {
-                    return Err(Error::new(
-                        ErrorKind::Usage,
-                        format!(
-                            "--times: {t} is outside the schedule's range \
-                             ({t_min}, {t_max}]"
-                        ),
-                    ));
-                }
-            }
-            times
-        }
-        None => default_times(t_min.max(schedule.default_t_min()), t_max),
-    };
-    let summary: Vec<_> = times
-        .iter()
-        .map(|&t| {
-            let noised = truth.noised_posterior(t);
-            let (alpha, sigma) = schedule.alpha_sigma(t);
-            let mean = noised.mean();
-            let total_variance = noised.covariance().trace();
-            (t, alpha, sigma, mean, total_variance)
-        })
-        .collect();
-    let posterior = truth.posterior();
-    Ok(match format {
-        Format::Json => {
-            let value = json!({
-                "schema_version": 1,
-                "case": case.name,
-                "dim": case.dim(),
-                "observation_dim": case.forward.output_dim(),
-                "log_evidence": truth.log_evidence(),
-                "posterior": mixture_json(posterior),
-                "summary": summary.iter().map(|(t, a, s, m, v)| json!({
-                    "t": t, "alpha": a, "sigma": s,
-                    "mean": m.as_slice(), "total_variance": v,
-                })).collect::<Vec<_>>(),
-            });
-            format!("{}\n", serde_json::to_string(&value).unwrap())
-        }
-        Format::Human | Format::Markdown => {
-            let md = format == Format::Markdown;
-            let mut s = String::new();
-            if md {
-                s += &format!("# Exact posterior of `{}`\n\n", case.name);
-            } else {
-                s += &format!("exact posterior of {}\n", case.name);
-            }
-            s += &format!(
-                "{}d = {}, m = {}, prior: {} {} components, log p(y) = {:.6}\n\n",
-                if md { "" } else { "  " },
-                case.dim(),
-                case.forward.output_dim(),
-                case.prior.num_components(),
-                case.prior.covariances().kind_name(),
-                truth.log_evidence()
-            );
-            s += &components_table(posterior, md);
-            s += "\n";
-            s += &summary_table(&summary, md);
-            s
-        }
-    })
-}
-
-fn default_times(t_min: f64, t_max: f64) -> Vec<f64> {
-    let fractions = [1.0, 0.5, 0.2, 0.1, 0.05];
-    let mut times: Vec<f64> =
-        fractions.iter().map(|f| t_min + f * (t_max - t_min)).collect();
-    times.push(t_min);
-    times
-}
-
-fn mixture_json(mixture: &Mixture) -> serde_json::Value {
-    let d = mixture.dim();
-    let means: Vec<Vec<f64>> = mixture
-        .means()
-        .row_iter()
-        .map(|r| r.iter().copied().collect())
-        .collect();
-    let covariances: Vec<Vec<Vec<f64>>> = (0..mixture.num_components())
-        .map(|k| {
-            let c = mixture.component_covariance(k);
-            (0..d).map(|i| (0..d).map(|j| c[(i, j)]).collect()).collect()
-        })
-        .collect();
-    json!({
-        "covariance_kind": match mixture.covariances() {
-            Covariances::Atoms => "atoms",
-            Covariances::Isotropic(_) => "isotropic",
-            Covariances::Diagonal(_) => "diagonal",
-            Covariances::Full(_) => "full",
-        },
-        "weights": mixture.weights().as_slice(),
-        "means": means,
-        "covariances": covariances,
-    })
-}
-
-fn components_table(mixture: &Mixture, md: bool) -> String {
-    let weights = mixture.weights();
-    let mut order: Vec<usize> = (0..weights.len()).collect();
-    order.sort_by(|&a, &b| weights[b].total_cmp(&weights[a]));
-    let shown = order.len().min(10);
-    let d = mixture.dim();
-    let mut s = String::new();
-    if md {
-        s += "| component | weight | mean | trace of covariance |\n\
-              |---|---|---|---|\n";
-    } else {
-        s += "  component      weight  trace(cov)  mean\n";
-    }
-    for &k in &order[..shown] {
-        let mean: Vec<String> = mixture
-            .means()
-            .row(k)
-            .iter()
-            .take(6)
-            .map(|v| format!("{v:.4}"))
-            .collect();
-        let ellipsis = if d > 6 { ", ..." } else { "" };
-        let trace = mixture.component_covariance(k).trace();
-        if md {
-            s += &format!(
-                "| {k} | {:.6} | [{}{ellipsis}] | {trace:.6} |\n",
-                weights[k],
-                mean.join(", ")
-            );
-        } else {
-            s += &format!(
-                "  {k:>9}  {:>10.6}  {trace:>10.6}  [{}{ellipsis}]\n",
-                weights[k],
-                mean.join(", ")
-            );
-        }
-    }
-    if order.len() > shown {
-        let rest: f64 = order[shown..].iter().map(|&k| weights[k]).sum();
-        s += &format!(
-            "{}... {} more components with total weight {rest:.3e}\n",
-            if md { "\n" } else { "  " },
-            order.len() - shown
-        );
-    }
-    s
-}
-
-fn summary_table(
-    summary: &[(f64, f64, f64, nalgebra::DVector<f64>, f64)],
-    md: bool,
-) -> String {
-    let mut s = String::new();
-    if md {
-        s += "| t | alpha | sigma | |mean| | total variance |\n\
-              |---|---|---|---|---|\n";
-    } else {
-        s += "  p_t(x_t | y) by time\n         t       alpha       sigma      |mean|  total var\n";
-    }
-    for (t, alpha, sigma, mean, var) in summary {
-        let norm = mean.norm();
-        if md {
-            s += &format!(
-                "| {t:.4} | {alpha:.6} | {sigma:.6} | {norm:.6} | {var:.6} |\n"
-            );
-        } else {
-            s += &format!(
-                "  {t:>8.4}  {alpha:>10.6}  {sigma:>10.6}  {norm:>10.6}  {var:>9.6}\n"
-            );
-        }
-    }
-    s
 }

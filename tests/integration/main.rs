@@ -3,6 +3,7 @@
 mod audit;
 mod calibration;
 mod case_files;
+mod cli;
 mod extremes;
 mod findings;
 mod forward;

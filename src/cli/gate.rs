@@ -1,0 +1,316 @@
+//! The gated commands (`audit`, `check`) and the case export.
+
+use std::path::Path;
+
+use posterior_lens::audit::Audit;
+use posterior_lens::case::Case;
+use posterior_lens::exchange::{self, OutputFile};
+use posterior_lens::report::{Failure, Report, format_time};
+use posterior_lens::sampler;
+use posterior_lens::truth::Truth;
+use posterior_lens::{Error, ErrorKind};
+use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
+
+use crate::{Format, GateArgs, Outcome};
+
+/// The audit's default number of reference draws (`Audit::new`).
+pub const DEFAULT_REFERENCE_DRAWS: usize = 20_000;
+
+/// `audit --case C --sampler S`.
+pub fn audit(
+    args: &GateArgs,
+    spec: &str,
+    format: Format,
+) -> Result<Outcome, Error> {
+    let case = Case::load(&args.case)?;
+    let sampler = sampler::build(spec)?;
+    let audit = configure(args, &case)?.particles(args.particles);
+    let mut report = audit.run(&case, sampler.as_ref())?;
+    add_reference_draws(&mut report, args.reference_draws);
+    finish(args, &report, format)
+}
+
+/// `check --case C --samples DIR`.
+pub fn check(
+    args: &GateArgs,
+    dir: &Path,
+    format: Format,
+) -> Result<Outcome, Error> {
+    let case = Case::load(&args.case)?;
+    let external = exchange::read_run(dir, &case)?;
+    let truth = Truth::new(&case)?;
+    let audit = configure(args, &case)?;
+    let mut report =
+        audit.audit_run(&case, &truth, &external.run, &external.identity)?;
+    // An external run is replayed by `check`, not by `audit`.
+    report.replay = format!(
+        "posterior-lens check --case {} --samples {} --seed {}",
+        args.case,
+        dir.display(),
+        args.seed
+    );
+    add_reference_draws(&mut report, args.reference_draws);
+    finish(args, &report, format)
+}
+
+/// The replay line names the reference draws when they are not the
+/// audit's default, so that it reproduces the same numbers.
+pub fn add_reference_draws(report: &mut Report, draws: usize) {
+    if draws != DEFAULT_REFERENCE_DRAWS {
+        report.replay += &format!(" --reference-draws {draws}");
+    }
+}
+
+fn configure(args: &GateArgs, case: &Case) -> Result<Audit, Error> {
+    if !(args.fwer > 0.0 && args.fwer < 1.0) {
+        return Err(usage(format!(
+            "--fwer must lie in (0, 1), got {}",
+            args.fwer
+        )));
+    }
+    if args.particles < 10 {
+        return Err(usage(format!(
+            "--particles must be at least 10, got {}",
+            args.particles
+        )));
+    }
+    if args.reference_draws < 1000 {
+        return Err(usage(format!(
+            "--reference-draws must be at least 1000, got {}",
+            args.reference_draws
+        )));
+    }
+    let mut audit = Audit::new()
+        .seed(args.seed)
+        .fwer(args.fwer)
+        .reference_draws(args.reference_draws);
+    if let Some(times) = &args.checkpoints {
+        check_checkpoints(times, case)?;
+        audit = audit.checkpoints(times.clone());
+    }
+    Ok(audit)
+}
+
+/// Checkpoints must be decreasing and inside the schedule's range.
+pub fn check_checkpoints(times: &[f64], case: &Case) -> Result<(), Error> {
+    let (_, t_max) = case.schedule.time_range();
+    let t_min = case.schedule.default_t_min();
+    for (i, &t) in times.iter().enumerate() {
+        if !(t.is_finite() && t > t_min && t <= t_max) {
+            return Err(usage(format!(
+                "--checkpoints: {t} is outside ({t_min}, {t_max}] for case {}",
+                case.name
+            )));
+        }
+        if i > 0 && t >= times[i - 1] {
+            return Err(usage(format!(
+                "--checkpoints must decrease: {t} follows {}",
+                times[i - 1]
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn usage(message: String) -> Error {
+    Error::new(ErrorKind::Usage, message)
+}
+
+/// Renders the report, writes the requested files, and gates.
+fn finish(
+    args: &GateArgs,
+    report: &Report,
+    format: Format,
+) -> Result<Outcome, Error> {
+    // Everything is rendered before anything is written.
+    let mut files = Vec::new();
+    if let Some(dir) = &args.out {
+        files.push((
+            dir.join("report.json"),
+            format!("{}\n", report.to_json()).into_bytes(),
+        ));
+        files.push((dir.join("report.md"), report.to_markdown().into_bytes()));
+    }
+    if let Some(path) = &args.junit {
+        files.push((path.clone(), junit(report).into_bytes()));
+    }
+    for (path, bytes) in &files {
+        exchange::write_atomic(path, bytes)?;
+    }
+    let text = match format {
+        Format::Human => report.to_text(),
+        Format::Markdown => report.to_markdown(),
+        Format::Json => format!("{}\n", report.to_json()),
+    };
+    Ok(Outcome::gated(text, !report.passed()))
+}
+
+/// JUnit XML: one suite per audit, one test case per check and
+/// checkpoint (spread per direction, modes, unsupported mass, omnibus
+/// tests) and one for the stop-time sensitivity.
+pub fn junit(report: &Report) -> String {
+    let spec = report.sampler_spec();
+    let mut suite = TestSuite::new(format!("{spec} on {}", report.case));
+    suite.add_property(("case", report.case.as_str()));
+    suite.add_property(("sampler", spec.as_str()));
+    suite.add_property(("seed", report.seed.to_string().as_str()));
+    suite
+        .add_property(("particles", report.num_particles.to_string().as_str()));
+    let classname =
+        format!("posterior-lens.{}.{}", report.case, report.sampler);
+    let mut add = |name: String,
+                   failures: Vec<Failure>,
+                   location: Option<&str>,
+                   t: Option<f64>,
+                   detail: String| {
+        let found: Vec<_> = report
+            .findings
+            .iter()
+            .filter(|f| {
+                failures.contains(&f.failure)
+                    && t.is_none_or(|t| f.t == t)
+                    && location.is_none_or(|l| f.location == l)
+            })
+            .collect();
+        let status = if found.is_empty() {
+            TestCaseStatus::success()
+        } else {
+            let mut status =
+                TestCaseStatus::non_success(NonSuccessKind::Failure);
+            let lines: Vec<String> = found
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{} at t = {} ({}): {}",
+                        f.failure.name(),
+                        format_time(f.t),
+                        f.location,
+                        f.evidence
+                    )
+                })
+                .collect();
+            status.set_message(lines.join("; "));
+            status.set_type(found[0].failure.name());
+            status.set_description(format!(
+                "{}\n{detail}\nreplay: {}",
+                lines.join("\n"),
+                report.replay
+            ));
+            status
+        };
+        let mut case = TestCase::new(name, status);
+        case.set_classname(classname.as_str());
+        suite.add_test_case(case);
+    };
+    let spread = vec![Failure::SpreadTooNarrow, Failure::SpreadTooWide];
+    for c in &report.checkpoints {
+        let at = format!("t={}", format_time(c.t));
+        for s in &c.spread {
+            add(
+                format!("spread/{}/{at}", s.direction),
+                spread.clone(),
+                Some(&s.direction),
+                Some(c.t),
+                format!(
+                    "sd ratio {:.4} [{:.4}, {:.4}], adjusted p {:.3e}",
+                    s.sd_ratio, s.ci[0], s.ci[1], s.p_adjusted
+                ),
+            );
+        }
+        if let Some(o) = &c.occupancy {
+            add(
+                format!("modes/{at}"),
+                vec![Failure::ModeMisweighted],
+                None,
+                Some(c.t),
+                format!("occupancy test, adjusted p {:.3e}", o.p_adjusted),
+            );
+        }
+        for u in &c.unsupported {
+            add(
+                format!("unsupported/{}/{at}", u.kind),
+                vec![Failure::UnsupportedMode],
+                Some(&u.kind),
+                Some(c.t),
+                format!(
+                    "mass {:.4} vs expected {:.4}, adjusted p {:.3e}",
+                    u.observed, u.expected, u.p_adjusted
+                ),
+            );
+        }
+        for o in &c.omnibus {
+            // Omnibus tests back the targeted ones up; they decide nothing.
+            add(
+                format!("{}/{}/{at}", o.test.test, o.direction),
+                Vec::new(),
+                None,
+                None,
+                String::new(),
+            );
+        }
+    }
+    add(
+        "stop_time".into(),
+        vec![Failure::StopTimeSensitive],
+        None,
+        None,
+        String::new(),
+    );
+    let mut junit = quick_junit::Report::new("posterior-lens");
+    junit.add_test_suite(suite);
+    junit.to_string().expect("JUnit XML serialises")
+}
+
+/// `export --case C --out DIR`.
+pub fn export(
+    name: &str,
+    out: &Path,
+    checkpoints: Option<Vec<f64>>,
+    seed: u64,
+    format: Format,
+) -> Result<Outcome, Error> {
+    let case = Case::load(name)?;
+    let checkpoints = match checkpoints {
+        Some(times) => {
+            check_checkpoints(&times, &case)?;
+            times
+        }
+        None => Audit::new().checkpoints_for(&case),
+    };
+    let files = exchange::export_case(&case, &checkpoints, seed)?;
+    exchange::write_files(out, &files)?;
+    Ok(Outcome::ok(listing(&case, out, &files, format)))
+}
+
+fn listing(
+    case: &Case,
+    out: &Path,
+    files: &[OutputFile],
+    format: Format,
+) -> String {
+    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    match format {
+        Format::Json => format!(
+            "{}\n",
+            serde_json::json!({
+                "case": case.name,
+                "directory": out.display().to_string(),
+                "files": names,
+            })
+        ),
+        Format::Markdown => {
+            let mut s =
+                format!("Exported `{}` to `{}`:\n\n", case.name, out.display());
+            for n in names {
+                s += &format!("- `{n}`\n");
+            }
+            s
+        }
+        Format::Human => format!(
+            "exported {} to {}: {}\n",
+            case.name,
+            out.display(),
+            names.join(" ")
+        ),
+    }
+}

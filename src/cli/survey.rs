@@ -1,0 +1,708 @@
+//! `survey`: every built-in sampler on the standard suite, as a failure
+//! matrix; `merge`: survey shards back into one survey.
+//!
+//! A survey is a list of cells (sampler x case, sampler-major, in registry
+//! and suite order). Each cell is audited independently from the same
+//! seed, so a cell's result does not depend on the thread count, on the
+//! order in which cells run, or on the shard it falls in; `--shard i/n`
+//! takes the cells whose index is `i - 1` modulo `n`, and `merge` puts
+//! shards back together in index order.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Instant;
+
+use clap::Args;
+use posterior_lens::audit::{Audit, SamplerIdentity};
+use posterior_lens::case::Case;
+use posterior_lens::exchange;
+use posterior_lens::report::{Failure, Report, format_time};
+use posterior_lens::sampler::{self, Sampler, Setup};
+use posterior_lens::{Error, ErrorKind};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::info::kind_name;
+use super::progress::{Progress, ProgressMode};
+use crate::{Format, Outcome};
+
+/// The version of the survey file.
+const SURVEY_VERSION: u32 = 1;
+
+/// The standard suite: every built-in case, the digits training set
+/// included. The particle count and reference draws are the smallest that
+/// still separate the reference samplers from the broken ones; the
+/// digits cells dominate the time (see the README).
+fn standard_suite() -> Vec<String> {
+    Case::builtin_names().into_iter().map(String::from).collect()
+}
+
+const DEFAULT_PARTICLES: usize = 250;
+const DEFAULT_REFERENCE_DRAWS: usize = 1000;
+
+/// `survey` options.
+#[derive(Args)]
+pub struct SurveyArgs {
+    /// Cases (built-in names or case files, comma separated); the standard
+    /// suite (every built-in case) otherwise.
+    #[arg(long, value_delimiter = ',')]
+    cases: Option<Vec<String>>,
+    /// Samplers as name[:key=value,...] (separated by `;`); every built-in
+    /// sampler with its defaults otherwise.
+    #[arg(long, value_delimiter = ';')]
+    samplers: Option<Vec<String>>,
+    /// Particles per run.
+    #[arg(long, default_value_t = DEFAULT_PARTICLES)]
+    particles: usize,
+    /// Exact reference draws per checkpoint (cell probabilities, region
+    /// masses, the total-variance null); at least 1000.
+    #[arg(long, default_value_t = DEFAULT_REFERENCE_DRAWS)]
+    reference_draws: usize,
+    /// The run seed of every cell.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Family-wise false-alarm rate of each audit (Holm).
+    #[arg(long, default_value_t = 1e-3)]
+    fwer: f64,
+    /// Runs only shard i of n (1-based): the cells whose index is i - 1
+    /// modulo n. Combine the shard files with `merge`.
+    #[arg(long)]
+    shard: Option<Shard>,
+    /// Where survey.json and survey.md go (survey-shard-I-of-N.* for a
+    /// shard).
+    #[arg(long, default_value = "target/posterior-lens/survey")]
+    out: PathBuf,
+}
+
+/// `merge` options.
+#[derive(Args)]
+pub struct MergeArgs {
+    /// Shard files (survey-shard-*.json), or directories holding them.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Where the merged survey.json and survey.md go.
+    #[arg(long, default_value = "target/posterior-lens/survey")]
+    out: PathBuf,
+}
+
+/// `i/n`, 1-based.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    index: usize,
+    count: usize,
+}
+
+impl FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Shard, String> {
+        let parse = |v: &str| v.trim().parse::<usize>().ok();
+        match s.split_once('/').map(|(i, n)| (parse(i), parse(n))) {
+            Some((Some(index), Some(count)))
+                if count >= 1 && (1..=count).contains(&index) =>
+            {
+                Ok(Shard { index, count })
+            }
+            _ => Err(format!(
+                "expected i/n with 1 <= i <= n (e.g. 2/4), got `{s}`"
+            )),
+        }
+    }
+}
+
+/// The settings every cell shares.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Settings {
+    seed: u64,
+    particles: usize,
+    reference_draws: usize,
+    fwer: f64,
+}
+
+/// One sampler of the survey.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct SamplerRow {
+    /// The spec as given (a registry name for the defaults).
+    spec: String,
+    name: String,
+    kind: String,
+}
+
+/// How a cell ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Verdict {
+    /// Audited, nothing found.
+    Pass,
+    /// Audited, findings.
+    Fail,
+    /// The sampler does not apply to the case (it said why).
+    Declined,
+    /// The sampler's output could not be audited (shapes, NaN, weights).
+    InvalidOutput,
+}
+
+/// A finding as the matrix shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct CellFinding {
+    failure: Failure,
+    t: f64,
+    location: String,
+}
+
+/// One sampler on one case.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Cell {
+    index: usize,
+    sampler: String,
+    case: String,
+    verdict: Verdict,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    findings: Vec<CellFinding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replay: Option<String>,
+    /// The full audit report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    report: Option<serde_json::Value>,
+}
+
+/// A survey (or one shard of it).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Survey {
+    schema_version: u32,
+    settings: Settings,
+    samplers: Vec<SamplerRow>,
+    cases: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shard: Option<Shard>,
+    cells: Vec<Cell>,
+}
+
+/// `survey`.
+pub fn survey(
+    args: &SurveyArgs,
+    format: Format,
+    progress: ProgressMode,
+) -> Result<Outcome, Error> {
+    if !(args.fwer > 0.0 && args.fwer < 1.0) {
+        return Err(usage(format!(
+            "--fwer must lie in (0, 1), got {}",
+            args.fwer
+        )));
+    }
+    if args.particles < 10 {
+        return Err(usage(format!(
+            "--particles must be at least 10, got {}",
+            args.particles
+        )));
+    }
+    if args.reference_draws < 1000 {
+        return Err(usage(format!(
+            "--reference-draws must be at least 1000, got {}",
+            args.reference_draws
+        )));
+    }
+
+    // Everything is resolved before anything runs: unknown cases and
+    // samplers fail fast.
+    let case_names = args.cases.clone().unwrap_or_else(standard_suite);
+    let cases: Vec<Case> = case_names
+        .iter()
+        .map(|name| Case::load(name))
+        .collect::<Result<_, _>>()?;
+    let specs: Vec<String> = match &args.samplers {
+        Some(specs) => specs.clone(),
+        None => {
+            sampler::registry().iter().map(|e| e.name.to_string()).collect()
+        }
+    };
+    let samplers: Vec<Box<dyn Sampler>> = specs
+        .iter()
+        .map(|spec| sampler::build(spec))
+        .collect::<Result<_, _>>()?;
+    let rows: Vec<SamplerRow> = specs
+        .iter()
+        .zip(&samplers)
+        .map(|(spec, s)| SamplerRow {
+            spec: spec.clone(),
+            name: s.name().to_string(),
+            kind: kind_name(s.kind()).to_string(),
+        })
+        .collect();
+    let settings = Settings {
+        seed: args.seed,
+        particles: args.particles,
+        reference_draws: args.reference_draws,
+        fwer: args.fwer,
+    };
+
+    // The cells of this shard, heaviest case first so that the slowest
+    // cells do not start last; results are put back in index order.
+    let all = samplers.len() * cases.len();
+    let mut mine: Vec<usize> = (0..all)
+        .filter(|i| args.shard.is_none_or(|s| i % s.count == s.index - 1))
+        .collect();
+    let weight = |i: &usize| {
+        let case = &cases[i % cases.len()];
+        std::cmp::Reverse(case.prior.num_components() * case.dim())
+    };
+    mine.sort_by_key(weight);
+    let bar = Progress::new(progress, mine.len());
+    let audit = Audit::new()
+        .particles(args.particles)
+        .seed(args.seed)
+        .fwer(args.fwer)
+        .reference_draws(args.reference_draws);
+    let started = Instant::now();
+    let mut cells: Vec<Cell> = mine
+        .par_iter()
+        .map(|&index| {
+            let sampler = samplers[index / cases.len()].as_ref();
+            let case = &cases[index % cases.len()];
+            let clock = Instant::now();
+            let cell =
+                run_cell(&audit, args.reference_draws, index, case, sampler);
+            bar.finished(&format!(
+                "{} on {}: {} ({:.1}s)",
+                sampler.name(),
+                case.name,
+                verdict_word(&cell),
+                clock.elapsed().as_secs_f64()
+            ));
+            cell
+        })
+        .collect();
+    bar.finish();
+    cells.sort_by_key(|c| c.index);
+    eprintln!(
+        "survey: {} cells in {:.1}s",
+        cells.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let survey = Survey {
+        schema_version: SURVEY_VERSION,
+        settings,
+        samplers: rows,
+        cases: cases.iter().map(|c| c.name.clone()).collect(),
+        shard: args.shard,
+        cells,
+    };
+    let stem = match args.shard {
+        Some(s) => format!("survey-shard-{}-of-{}", s.index, s.count),
+        None => "survey".into(),
+    };
+    write_survey(&survey, &args.out, &stem)?;
+    Ok(Outcome::ok(render(&survey, format)))
+}
+
+fn usage(message: String) -> Error {
+    Error::new(ErrorKind::Usage, message)
+}
+
+/// Runs and audits one cell, telling a sampler that declines the case
+/// apart from output that cannot be audited.
+fn run_cell(
+    audit: &Audit,
+    audit_reference_draws: usize,
+    index: usize,
+    case: &Case,
+    sampler: &dyn Sampler,
+) -> Cell {
+    let mut cell = Cell {
+        index,
+        sampler: sampler.spec(),
+        case: case.name.clone(),
+        verdict: Verdict::Declined,
+        message: None,
+        findings: Vec::new(),
+        replay: None,
+        report: None,
+    };
+    let setup = match Setup::new(case, audit.checkpoints_for(case)) {
+        Ok(setup) => setup,
+        Err(e) => {
+            cell.verdict = Verdict::InvalidOutput;
+            cell.message = Some(format!("cannot set the case up: {e}"));
+            return cell;
+        }
+    };
+    let problem = setup.for_sampler(sampler);
+    let run =
+        match sampler.run(&problem, audit.num_particles(), audit.run_seed()) {
+            Ok(run) => run,
+            Err(e) => {
+                cell.message = Some(e.to_string());
+                return cell;
+            }
+        };
+    let identity = SamplerIdentity {
+        name: sampler.name().to_string(),
+        settings: sampler.settings(),
+        meaning: sampler.trajectory_meaning(),
+    };
+    match audit.audit_run(case, &setup.truth, &run, &identity) {
+        Ok(mut report) => {
+            super::gate::add_reference_draws(
+                &mut report,
+                audit_reference_draws,
+            );
+            fill(&mut cell, &report)
+        }
+        Err(e) => {
+            cell.verdict = Verdict::InvalidOutput;
+            cell.message = Some(e.to_string());
+        }
+    }
+    cell
+}
+
+fn fill(cell: &mut Cell, report: &Report) {
+    cell.verdict = if report.passed() { Verdict::Pass } else { Verdict::Fail };
+    cell.findings = report
+        .findings
+        .iter()
+        .map(|f| CellFinding {
+            failure: f.failure,
+            t: f.t,
+            location: f.location.clone(),
+        })
+        .collect();
+    cell.replay = Some(report.replay.clone());
+    cell.report =
+        Some(serde_json::to_value(report).expect("a report serialises"));
+}
+
+fn verdict_word(cell: &Cell) -> String {
+    match cell.verdict {
+        Verdict::Pass => "pass".into(),
+        Verdict::Fail => {
+            let names: Vec<&str> =
+                failures(cell).keys().map(|f| f.name()).collect();
+            format!("fail ({})", names.join(", "))
+        }
+        Verdict::Declined => "declined".into(),
+        Verdict::InvalidOutput => "invalid output".into(),
+    }
+}
+
+/// The cell's failures with the times (decreasing) and locations where
+/// they show.
+fn failures(cell: &Cell) -> BTreeMap<Failure, (Vec<f64>, Vec<String>)> {
+    let mut out: BTreeMap<Failure, (Vec<f64>, Vec<String>)> = BTreeMap::new();
+    for f in &cell.findings {
+        let entry = out.entry(f.failure).or_default();
+        if !entry.0.contains(&f.t) {
+            entry.0.push(f.t);
+        }
+        if !entry.1.contains(&f.location) {
+            entry.1.push(f.location.clone());
+        }
+    }
+    for (times, _) in out.values_mut() {
+        times.sort_by(|a, b| b.total_cmp(a));
+    }
+    out
+}
+
+fn code(failure: Failure) -> char {
+    match failure {
+        Failure::SpreadTooNarrow => 'N',
+        Failure::SpreadTooWide => 'W',
+        Failure::ModeMisweighted => 'M',
+        Failure::UnsupportedMode => 'U',
+        Failure::StopTimeSensitive => 'S',
+    }
+}
+
+fn cell_code(cell: &Cell) -> String {
+    match cell.verdict {
+        Verdict::Pass => ".".into(),
+        Verdict::Fail => failures(cell).keys().map(|&f| code(f)).collect(),
+        Verdict::Declined => "-".into(),
+        Verdict::InvalidOutput => "!".into(),
+    }
+}
+
+fn times(times: &[f64]) -> String {
+    let t: Vec<String> = times.iter().map(|&t| format_time(t)).collect();
+    t.join(", ")
+}
+
+/// The matrix and the details of every cell that did not pass.
+fn render(survey: &Survey, format: Format) -> String {
+    match format {
+        Format::Json => {
+            let mut light = survey.clone();
+            for cell in &mut light.cells {
+                cell.report = None;
+            }
+            format!(
+                "{}\n",
+                serde_json::to_string_pretty(&light).expect("serialises")
+            )
+        }
+        Format::Markdown => markdown(survey),
+        Format::Human => human(survey),
+    }
+}
+
+fn header(survey: &Survey) -> String {
+    let s = &survey.settings;
+    let shard = match survey.shard {
+        Some(sh) => format!(" (shard {}/{})", sh.index, sh.count),
+        None => String::new(),
+    };
+    format!(
+        "survey{shard}: {} samplers x {} cases, {} particles per run, seed \
+         {}, family-wise false-alarm rate {} per audit",
+        survey.samplers.len(),
+        survey.cases.len(),
+        s.particles,
+        s.seed,
+        s.fwer
+    )
+}
+
+/// The cell of a sampler row and case column, if this survey holds it.
+fn cell_at(survey: &Survey, row: usize, col: usize) -> Option<&Cell> {
+    let index = row * survey.cases.len() + col;
+    survey.cells.iter().find(|c| c.index == index)
+}
+
+fn human(survey: &Survey) -> String {
+    let mut s = header(survey);
+    s += "\n\ncases:";
+    for (i, name) in survey.cases.iter().enumerate() {
+        let _ = write!(s, "  {} {name}", i + 1);
+    }
+    s += "\ncodes:  . pass  N spread_too_narrow  W spread_too_wide  \
+          M mode_misweighted  U unsupported_mode  S stop_time_sensitive  \
+          - declined  ! invalid output\n\n";
+    let width =
+        survey.samplers.iter().map(|r| r.name.len()).max().unwrap_or(7).max(7);
+    let _ = write!(s, "{:<width$}  {:<10}", "sampler", "kind");
+    for i in 0..survey.cases.len() {
+        let _ = write!(s, " {:>5}", i + 1);
+    }
+    s += "\n";
+    for (r, row) in survey.samplers.iter().enumerate() {
+        let _ = write!(s, "{:<width$}  {:<10}", row.name, row.kind);
+        for c in 0..survey.cases.len() {
+            let code = cell_at(survey, r, c).map_or(" ".into(), cell_code);
+            let _ = write!(s, " {code:>5}");
+        }
+        s += "\n";
+    }
+    let details: Vec<&Cell> =
+        survey.cells.iter().filter(|c| c.verdict != Verdict::Pass).collect();
+    if !details.is_empty() {
+        s += "\n";
+    }
+    for cell in details {
+        let _ = writeln!(s, "{} on {}", cell.sampler, cell.case);
+        if let Some(message) = &cell.message {
+            let word = match cell.verdict {
+                Verdict::Declined => "declined",
+                _ => "invalid output",
+            };
+            let _ = writeln!(s, "  {word}: {message}");
+        }
+        for (failure, (t, locations)) in failures(cell) {
+            let _ = writeln!(
+                s,
+                "  {:<20} t = {}  ({})",
+                failure.name(),
+                times(&t),
+                locations.join(", ")
+            );
+        }
+        if let Some(replay) = &cell.replay {
+            let _ = writeln!(s, "  replay: {replay}");
+        }
+    }
+    s
+}
+
+fn markdown(survey: &Survey) -> String {
+    let mut s = format!("## posterior-lens {}\n\n", header(survey));
+    s += "| sampler | kind |";
+    for name in &survey.cases {
+        let _ = write!(s, " `{name}` |");
+    }
+    s += "\n|---|---|";
+    s += &"---|".repeat(survey.cases.len());
+    s += "\n";
+    for (r, row) in survey.samplers.iter().enumerate() {
+        let _ = write!(s, "| `{}` | {} |", row.name, row.kind);
+        for c in 0..survey.cases.len() {
+            let text = match cell_at(survey, r, c) {
+                None => String::new(),
+                Some(cell) => match cell.verdict {
+                    Verdict::Pass => "pass".into(),
+                    Verdict::Declined => "declined".into(),
+                    Verdict::InvalidOutput => "invalid output".into(),
+                    Verdict::Fail => failures(cell)
+                        .iter()
+                        .map(|(f, (t, _))| {
+                            format!("`{}` t = {}", f.name(), times(t))
+                        })
+                        .collect::<Vec<_>>()
+                        .join("<br>"),
+                },
+            };
+            let _ = write!(s, " {text} |");
+        }
+        s += "\n";
+    }
+    let details: Vec<&Cell> =
+        survey.cells.iter().filter(|c| c.verdict != Verdict::Pass).collect();
+    if !details.is_empty() {
+        s += "\n| sampler | case | failure | t | where |\n|---|---|---|---|---|\n";
+    }
+    for cell in &details {
+        if let Some(message) = &cell.message {
+            let _ = writeln!(
+                s,
+                "| `{}` | `{}` | {} | | {} |",
+                cell.sampler,
+                cell.case,
+                match cell.verdict {
+                    Verdict::Declined => "declined",
+                    _ => "invalid output",
+                },
+                message.replace('|', "\\|")
+            );
+        }
+        for (failure, (t, locations)) in failures(cell) {
+            let _ = writeln!(
+                s,
+                "| `{}` | `{}` | `{}` | {} | {} |",
+                cell.sampler,
+                cell.case,
+                failure.name(),
+                times(&t),
+                locations.join(", ")
+            );
+        }
+    }
+    s
+}
+
+/// Writes `<stem>.json` (the full survey with every report) and
+/// `<stem>.md` into `dir`.
+fn write_survey(survey: &Survey, dir: &Path, stem: &str) -> Result<(), Error> {
+    let json = serde_json::to_string_pretty(survey).expect("serialises");
+    let md = markdown(survey);
+    exchange::write_files(
+        dir,
+        &[
+            exchange::OutputFile {
+                name: format!("{stem}.json"),
+                bytes: format!("{json}\n").into_bytes(),
+            },
+            exchange::OutputFile {
+                name: format!("{stem}.md"),
+                bytes: md.into_bytes(),
+            },
+        ],
+    )?;
+    eprintln!("survey: wrote {}", dir.join(format!("{stem}.json")).display());
+    Ok(())
+}
+
+/// `merge`.
+pub fn merge(args: &MergeArgs, format: Format) -> Result<Outcome, Error> {
+    let mut paths = Vec::new();
+    for input in &args.inputs {
+        if input.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
+                .map_err(|e| io_error(input, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                        n.starts_with("survey-shard-") && n.ends_with(".json")
+                    })
+                })
+                .collect();
+            found.sort();
+            paths.extend(found);
+        } else {
+            paths.push(input.clone());
+        }
+    }
+    let mut shards = Vec::new();
+    for path in &paths {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+        let survey: Survey = serde_json::from_str(&text).map_err(|e| {
+            Error::invalid(format!(
+                "{}: not a survey file: {e}",
+                path.display()
+            ))
+        })?;
+        if survey.schema_version != SURVEY_VERSION {
+            return Err(Error::invalid(format!(
+                "{}: schema_version must be {SURVEY_VERSION}, got {}",
+                path.display(),
+                survey.schema_version
+            )));
+        }
+        shards.push((path.clone(), survey));
+    }
+    let Some((first_path, first)) = shards.first() else {
+        return Err(usage("merge: no survey-shard-*.json files found".into()));
+    };
+
+    // Shards must come from one survey: same settings, samplers, cases and
+    // shard count, each shard once.
+    let count = first.shard.map_or(1, |s| s.count);
+    let mut seen = vec![false; count];
+    for (path, s) in &shards {
+        let same = s.settings == first.settings
+            && s.samplers == first.samplers
+            && s.cases == first.cases
+            && s.shard.map_or(1, |sh| sh.count) == count;
+        if !same {
+            return Err(Error::invalid(format!(
+                "{}: settings, samplers, cases or shard count differ from {}",
+                path.display(),
+                first_path.display()
+            )));
+        }
+        let index = s.shard.map_or(1, |sh| sh.index);
+        if std::mem::replace(&mut seen[index - 1], true) {
+            return Err(Error::invalid(format!(
+                "{}: shard {index}/{count} is given twice",
+                path.display()
+            )));
+        }
+    }
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        return Err(Error::invalid(format!(
+            "merge: shard {}/{count} is missing",
+            missing + 1
+        )));
+    }
+    let mut cells: Vec<Cell> =
+        shards.iter().flat_map(|(_, s)| s.cells.clone()).collect();
+    cells.sort_by_key(|c| c.index);
+    let merged = Survey {
+        schema_version: SURVEY_VERSION,
+        settings: first.settings.clone(),
+        samplers: first.samplers.clone(),
+        cases: first.cases.clone(),
+        shard: None,
+        cells,
+    };
+    write_survey(&merged, &args.out, "survey")?;
+    Ok(Outcome::ok(render(&merged, format)))
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> Error {
+    Error::new(ErrorKind::Io, format!("cannot read {}", path.display()))
+        .with_source(e)
+}
