@@ -45,11 +45,10 @@ use std::fmt;
 
 use nalgebra::{DMatrix, DVector, SymmetricEigen};
 use rand_distr::{Distribution, StandardNormal};
-use rayon::prelude::*;
 
 use crate::case::Case;
 use crate::error::{Error, Result, ensure};
-use crate::mixture::{Density, Mixture};
+use crate::mixture::{Covariances, Density, Mixture};
 use crate::report::{
     Cell, CheckpointReport, Failure, Finding, Occupancy, Omnibus, Report,
     SCHEMA_VERSION, Spread, Unsupported, format_time,
@@ -912,43 +911,28 @@ fn canonical_sign(v: DVector<f64>) -> DVector<f64> {
 }
 
 /// A function assigning each row to the component of `mixture` with the
-/// largest responsibility (the nearest atom for atoms).
+/// largest responsibility (the nearest atom of positive weight for atoms).
 #[allow(clippy::type_complexity)]
 fn assigner(
     mixture: &Mixture,
-) -> Result<Box<dyn Fn(&DMatrix<f64>) -> Vec<usize> + Sync + '_>> {
-    if mixture.is_atomic() {
-        let atoms = mixture.means().clone();
-        let log_w = mixture.log_weights().clone();
-        return Ok(Box::new(move |xs: &DMatrix<f64>| {
-            (0..xs.nrows())
-                .into_par_iter()
-                .map(|i| {
-                    let x = xs.row(i);
-                    (0..atoms.nrows())
-                        .filter(|&k| log_w[k] > f64::NEG_INFINITY)
-                        .min_by(|&a, &b| {
-                            (x - atoms.row(a))
-                                .norm_squared()
-                                .total_cmp(&(x - atoms.row(b)).norm_squared())
-                        })
-                        .unwrap_or(0)
-                })
-                .collect()
-        }));
-    }
-    let density = Density::new(mixture)?;
-    Ok(Box::new(move |xs: &DMatrix<f64>| {
-        (0..xs.nrows())
-            .into_par_iter()
-            .map(|i| {
-                density
-                    .log_responsibilities(xs.row(i).transpose().as_view())
-                    .argmax()
-                    .0
-            })
-            .collect()
-    }))
+) -> Result<Box<dyn Fn(&DMatrix<f64>) -> Vec<usize> + Sync>> {
+    let density = if mixture.is_atomic() {
+        // Equal unit variances: the largest responsibility is the nearest
+        // atom; atoms of zero weight keep weight zero.
+        let k = mixture.num_components();
+        let log_weights = mixture.log_weights().map(|w| {
+            if w > f64::NEG_INFINITY { 0.0 } else { f64::NEG_INFINITY }
+        });
+        let unit = Mixture::from_log_weights(
+            log_weights,
+            mixture.means().clone(),
+            Covariances::Isotropic(DVector::from_element(k, 1.0)),
+        )?;
+        Density::new(&unit)?
+    } else {
+        Density::new(mixture)?
+    };
+    Ok(Box::new(move |xs: &DMatrix<f64>| density.most_responsible_batch(xs)))
 }
 
 /// One-sided binomial test for excess mass in a region, with the mass

@@ -951,11 +951,79 @@ impl Density {
 
     /// `log p(x)` for every row of `xs`.
     pub fn log_density_batch(&self, xs: &DMatrix<f64>) -> DVector<f64> {
-        let values: Vec<f64> = (0..xs.nrows())
-            .into_par_iter()
-            .map(|i| self.log_density(xs.row(i).transpose().as_view()))
-            .collect();
+        let values = self.reduce_rows(xs, log_sum_exp);
         DVector::from_vec(values)
+    }
+
+    /// For every row of `xs`, the component with the largest
+    /// responsibility.
+    pub fn most_responsible_batch(&self, xs: &DMatrix<f64>) -> Vec<usize> {
+        self.reduce_rows(xs, |joint| {
+            let mut best = 0;
+            for (k, v) in joint.iter().enumerate() {
+                if *v > joint[best] {
+                    best = k;
+                }
+            }
+            best
+        })
+    }
+
+    /// Applies `reduce` to the joint log-densities of every row, in fixed
+    /// chunks. For isotropic components the squared distances go through
+    /// one matrix product per chunk,
+    /// `|x - m|^2 = |x|^2 - 2 <x, m> + |m|^2`; rows where the rounding of
+    /// that expansion could exceed 1e-9 in a log-density are recomputed
+    /// from explicit differences.
+    fn reduce_rows<T: Send>(
+        &self,
+        xs: &DMatrix<f64>,
+        reduce: impl Fn(&[f64]) -> T + Sync,
+    ) -> Vec<T> {
+        let direct = |x: DVector<f64>| {
+            reduce(self.joint_log_densities(x.as_view()).as_slice())
+        };
+        let Shape::Isotropic(variances) = &self.shape else {
+            return (0..xs.nrows())
+                .into_par_iter()
+                .map(|i| direct(xs.row(i).transpose()))
+                .collect();
+        };
+        let norms: Vec<f64> = self
+            .means_by_column
+            .column_iter()
+            .map(|m| m.norm_squared())
+            .collect();
+        let min_var = variances.min();
+        let max_norm = norms.iter().copied().fold(0.0, f64::max);
+        let chunks: Vec<Vec<T>> = (0..xs.nrows().div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|c| {
+                let start = c * CHUNK;
+                let rows = CHUNK.min(xs.nrows() - start);
+                let block = xs.rows(start, rows);
+                // One column of inner products per particle.
+                let inner = self.means_by_column.tr_mul(&block.transpose());
+                let mut joint = vec![0.0; norms.len()];
+                (0..rows)
+                    .map(|i| {
+                        let x_norm = block.row(i).norm_squared();
+                        let bound =
+                            8.0 * f64::EPSILON * (x_norm + max_norm) / min_var;
+                        if bound > 1e-9 {
+                            return direct(block.row(i).transpose());
+                        }
+                        for (k, value) in joint.iter_mut().enumerate() {
+                            let dist2 = x_norm - 2.0 * inner[(k, i)] + norms[k];
+                            *value =
+                                self.offsets[k] - 0.5 * dist2 / variances[k];
+                        }
+                        reduce(&joint)
+                    })
+                    .collect()
+            })
+            .collect();
+        chunks.into_iter().flatten().collect()
     }
 
     /// The score for every row of `xs` (an `n x d` matrix).

@@ -41,6 +41,7 @@ fn standard_suite() -> Vec<String> {
 
 const DEFAULT_PARTICLES: usize = 250;
 const DEFAULT_REFERENCE_DRAWS: usize = 1000;
+const DEFAULT_MAX_STEPS: usize = 100;
 
 /// `survey` options.
 #[derive(Args)]
@@ -60,6 +61,12 @@ pub struct SurveyArgs {
     /// masses, the total-variance null); at least 1000.
     #[arg(long, default_value_t = DEFAULT_REFERENCE_DRAWS)]
     reference_draws: usize,
+    /// The most steps (or annealing levels) a built-in sampler takes, so
+    /// that the survey finishes in about two minutes on two cores; 0 keeps
+    /// the published step counts. Samplers given with --samplers keep
+    /// their settings.
+    #[arg(long, default_value_t = DEFAULT_MAX_STEPS)]
+    max_steps: usize,
     /// The run seed of every cell.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -215,9 +222,10 @@ pub fn survey(
         .collect::<Result<_, _>>()?;
     let specs: Vec<String> = match &args.samplers {
         Some(specs) => specs.clone(),
-        None => {
-            sampler::registry().iter().map(|e| e.name.to_string()).collect()
-        }
+        None => sampler::registry()
+            .iter()
+            .map(|e| capped(e.name, args.max_steps))
+            .collect::<Result<_, _>>()?,
     };
     let samplers: Vec<Box<dyn Sampler>> = specs
         .iter()
@@ -705,4 +713,22 @@ pub fn merge(args: &MergeArgs, format: Format) -> Result<Outcome, Error> {
 fn io_error(path: &Path, e: std::io::Error) -> Error {
     Error::new(ErrorKind::Io, format!("cannot read {}", path.display()))
         .with_source(e)
+}
+
+/// The spec of a built-in sampler with `steps` and `levels` capped at
+/// `max` (0: no cap).
+fn capped(name: &str, max: usize) -> Result<String, Error> {
+    let defaults = sampler::build(name)?.settings();
+    let capped: Vec<String> = ["steps", "levels"]
+        .iter()
+        .filter_map(|key| {
+            let value: usize = defaults.get(*key)?.parse().ok()?;
+            (max > 0 && value > max).then(|| format!("{key}={max}"))
+        })
+        .collect();
+    Ok(if capped.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}:{}", capped.join(","))
+    })
 }
