@@ -7,6 +7,7 @@ mod extremes;
 mod findings;
 mod forward;
 mod identities;
+mod perf;
 mod reference;
 mod sampler_guidance;
 mod sampler_smc;
