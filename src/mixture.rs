@@ -1262,6 +1262,19 @@ impl Backward {
     /// could matter (components far apart relative to a tiny noise) are
     /// recomputed from explicit differences.
     fn atom_weights(&self, block: DMatrixView<f64>) -> DMatrix<f64> {
+        let (mut weights, totals) = self.atom_weights_unnormalised(block);
+        for (i, total) in totals.iter().enumerate() {
+            scale(weights.column_mut(i).as_mut_slice(), 1.0 / total);
+        }
+        weights
+    }
+
+    /// As [`Backward::atom_weights`] before normalisation: `exp(logit -
+    /// max)` per column, and each column's sum.
+    fn atom_weights_unnormalised(
+        &self,
+        block: DMatrixView<f64>,
+    ) -> (DMatrix<f64>, Vec<f64>) {
         let means = &self.prior.means;
         let (alpha, s2) = (self.alpha, self.sigma * self.sigma);
 
@@ -1270,8 +1283,9 @@ impl Backward {
         logits.gemm(alpha / s2, means, &block.transpose(), 0.0);
 
         // Per column (contiguous, in cache): offsets and max in one pass,
-        // exp and sum in a second, normalisation in a third.
+        // exp in a second, the sum in a third.
         let offsets = self.atom_offsets.as_slice();
+        let mut totals = Vec::with_capacity(block.nrows());
         for i in 0..block.nrows() {
             let x = block.row(i);
             let bound = 8.0
@@ -1289,10 +1303,9 @@ impl Backward {
                 }
                 lane_max(column)
             };
-            let total = exp_shifted_sum(column, max);
-            scale(column, 1.0 / total);
+            totals.push(exp_shifted_sum(column, max));
         }
-        logits
+        (logits, totals)
     }
 
     /// The denoiser for every row of `xs` through the straightforward
@@ -1336,8 +1349,14 @@ impl Backward {
             .map(|c| {
                 let start = c * CHUNK;
                 let rows = CHUNK.min(xs.nrows() - start);
-                let weights = self.atom_weights(xs.rows(start, rows));
-                (means.transpose() * weights).transpose()
+                let (weights, totals) =
+                    self.atom_weights_unnormalised(xs.rows(start, rows));
+                // Normalised on the d outputs rather than the K weights.
+                let mut denoised = (means.transpose() * weights).transpose();
+                for (i, total) in totals.iter().enumerate() {
+                    denoised.row_mut(i).scale_mut(1.0 / total);
+                }
+                denoised
             })
             .collect();
         stack_rows(&chunks, means.ncols())
@@ -1904,8 +1923,8 @@ fn scale(values: &mut [f64], factor: f64) {
 #[inline(always)]
 fn exp_nonpositive(x: f64) -> f64 {
     const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
-    const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
-    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
     let clamped = x.max(-708.0);
     let shifted = clamped * std::f64::consts::LOG2_E + MAGIC;
     let n = shifted - MAGIC;
@@ -1936,21 +1955,10 @@ fn exp_nonpositive(x: f64) -> f64 {
 /// `values[k] += offsets[k]`, returning the maximum of the sums.
 fn add_and_max(values: &mut [f64], offsets: &[f64]) -> f64 {
     assert_eq!(values.len(), offsets.len());
-    let mut lanes = [f64::NEG_INFINITY; LANES];
-    let mut chunks = values.chunks_exact_mut(LANES);
-    let mut offset_chunks = offsets.chunks_exact(LANES);
-    for (v, o) in (&mut chunks).zip(&mut offset_chunks) {
-        for j in 0..LANES {
-            v[j] += o[j];
-            lanes[j] = if v[j] > lanes[j] { v[j] } else { lanes[j] };
-        }
-    }
-    let tail = chunks.into_remainder();
-    for (v, o) in tail.iter_mut().zip(offset_chunks.remainder()) {
+    for (v, o) in values.iter_mut().zip(offsets) {
         *v += o;
-        lanes[0] = lanes[0].max(*v);
     }
-    lanes.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    lane_max(values)
 }
 
 /// The maximum of `values` (`-inf` when empty).
@@ -1971,16 +1979,18 @@ fn lane_max(values: &[f64]) -> f64 {
 /// `values[k] = exp(values[k] - shift)` for `shift >= max(values)`,
 /// returning their sum.
 fn exp_shifted_sum(values: &mut [f64], shift: f64) -> f64 {
+    // A pure map (which the compiler vectorises), then the lane sum.
+    for v in values.iter_mut() {
+        *v = exp_nonpositive(*v - shift);
+    }
     let mut lanes = [0.0; LANES];
-    let mut chunks = values.chunks_exact_mut(LANES);
+    let mut chunks = values.chunks_exact(LANES);
     for v in &mut chunks {
         for j in 0..LANES {
-            v[j] = exp_nonpositive(v[j] - shift);
             lanes[j] += v[j];
         }
     }
-    for v in chunks.into_remainder() {
-        *v = exp_nonpositive(*v - shift);
+    for v in chunks.remainder() {
         lanes[0] += *v;
     }
     lanes.iter().sum()

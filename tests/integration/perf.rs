@@ -40,9 +40,11 @@ fn optimised_atom_denoiser_matches_the_reference_path() {
             let gap = relative_gap(&fast, &slow);
             assert!(gap < 1e-12, "t = {t}: denoiser gap {gap:e}");
 
-            // The JVP path shares the softmax.
+            // The JVP path shares the softmax (normalised on the weights
+            // rather than on the outputs, so equal up to rounding).
             let (denoised, _) = backward.denoise_and_jvp_batch(&xs, &xs);
-            assert_eq!(denoised, fast, "t = {t}: the two batch paths differ");
+            let gap = relative_gap(&denoised, &fast);
+            assert!(gap < 1e-12, "t = {t}: the two batch paths differ {gap:e}");
         }
     }
 }
