@@ -1365,9 +1365,30 @@ impl Backward {
     /// could matter (components far apart relative to a tiny noise) are
     /// recomputed from explicit differences.
     fn atom_weights(&self, block: DMatrixView<f64>) -> DMatrix<f64> {
+        let (mut weights, totals) = self.atom_weights_unnormalised(block);
+        for (i, total) in totals.iter().enumerate() {
+            scale(weights.column_mut(i).as_mut_slice(), 1.0 / total);
+        }
+        weights
+    }
+
+    /// As [`Backward::atom_weights`] before normalisation: `exp(logit -
+    /// max)` per column, and each column's sum.
+    fn atom_weights_unnormalised(
+        &self,
+        block: DMatrixView<f64>,
+    ) -> (DMatrix<f64>, Vec<f64>) {
         let means = &self.prior.means;
         let (alpha, s2) = (self.alpha, self.sigma * self.sigma);
-        let mut logits = means * block.transpose() * (alpha / s2);
+
+        // One product with the scale `alpha / sigma^2` folded in.
+        let mut logits = DMatrix::zeros(means.nrows(), block.nrows());
+        logits.gemm(alpha / s2, means, &block.transpose(), 0.0);
+
+        // Per column (contiguous, in cache): offsets and max in one pass,
+        // exp in a second, the sum in a third.
+        let offsets = self.atom_offsets.as_slice();
+        let mut totals = Vec::with_capacity(block.nrows());
         for i in 0..block.nrows() {
             let x = block.row(i);
             let bound = 8.0
@@ -1375,17 +1396,53 @@ impl Backward {
                 * (x.norm_squared() + 2.0 * self.max_half_norm)
                 / s2;
             let mut column = logits.column_mut(i);
-            if bound < 1e-10 {
-                column += &self.atom_offsets;
+            let column = column.as_mut_slice();
+            let max = if bound < 1e-10 {
+                add_and_max(column, offsets)
             } else {
-                for k in 0..means.nrows() {
+                for (k, value) in column.iter_mut().enumerate() {
                     let dist2 = (x - means.row(k) * alpha).norm_squared();
-                    column[k] = self.prior.log_weights[k] - 0.5 * dist2 / s2;
+                    *value = self.prior.log_weights[k] - 0.5 * dist2 / s2;
                 }
+                lane_max(column)
+            };
+            totals.push(exp_shifted_sum(column, max));
+        }
+        (logits, totals)
+    }
+
+    /// The denoiser for every row of `xs` through the straightforward
+    /// path the optimised kernels replace: for atoms, the scaled product,
+    /// offsets added, and a softmax with the standard library's `exp`,
+    /// one pass per step; for other components, row by row. Slower;
+    /// kept as the reference the optimised kernels are tested against.
+    pub fn denoise_batch_reference(&self, xs: &DMatrix<f64>) -> DMatrix<f64> {
+        if !matches!(self.gains, Gains::Atoms) {
+            return map_rows(xs, self.prior.dim(), |x| {
+                self.denoise(x.as_view())
+            });
+        }
+        let means = &self.prior.means;
+        let (alpha, s2) = (self.alpha, self.sigma * self.sigma);
+        let mut logits = means * xs.transpose() * (alpha / s2);
+        for i in 0..xs.nrows() {
+            let x = xs.row(i);
+            let mut column = logits.column_mut(i);
+            for k in 0..means.nrows() {
+                let bound = 8.0
+                    * f64::EPSILON
+                    * (x.norm_squared() + 2.0 * self.max_half_norm)
+                    / s2;
+                column[k] = if bound < 1e-10 {
+                    column[k] + self.atom_offsets[k]
+                } else {
+                    let dist2 = (x - means.row(k) * alpha).norm_squared();
+                    self.prior.log_weights[k] - 0.5 * dist2 / s2
+                };
             }
             softmax_in_place(column.as_mut_slice());
         }
-        logits
+        (means.transpose() * logits).transpose()
     }
 
     fn denoise_atoms_batch(&self, xs: &DMatrix<f64>) -> DMatrix<f64> {
@@ -1395,12 +1452,323 @@ impl Backward {
             .map(|c| {
                 let start = c * CHUNK;
                 let rows = CHUNK.min(xs.nrows() - start);
-                let weights = self.atom_weights(xs.rows(start, rows));
-                (means.transpose() * weights).transpose()
+                let (weights, totals) =
+                    self.atom_weights_unnormalised(xs.rows(start, rows));
+                // Normalised on the d outputs rather than the K weights.
+                let mut denoised = (means.transpose() * weights).transpose();
+                for (i, total) in totals.iter().enumerate() {
+                    denoised.row_mut(i).scale_mut(1.0 / total);
+                }
+                denoised
             })
             .collect();
         stack_rows(&chunks, means.ncols())
     }
+}
+
+/// Atoms grouped into cells, for a denoiser that skips whole cells whose
+/// softmax weight is provably negligible.
+///
+/// The atoms are split into bands of log-weight (`BAND` nats wide), and
+/// each band recursively at the median of its widest coordinate into cells
+/// of at most `CELL` atoms; a cell keeps its centre `c`, radius `r` (the
+/// largest distance of an atom to `c`), size `|C|` and largest log-weight.
+/// For a particle `x` at noise level `(alpha, sigma)`, every atom of a
+/// cell has a logit (log-weight minus `|x - alpha x_k|^2 / (2 sigma^2)`)
+/// at most
+///
+/// ```text
+/// u_C = max_k log pi_k - max(0, |x - alpha c| - alpha r)^2 / (2 sigma^2)
+/// ```
+///
+/// so the cell's total weight is at most `|C| exp(u_C)`. The cell with the
+/// largest bound is evaluated first, giving a partial sum `S`; every other
+/// cell with `ln |C| + u_C < ln S + ln(tolerance / cells)` is skipped, so
+/// the skipped mass is at most `tolerance` times the total; the rest are
+/// evaluated exactly. The bound actually reached, `sum_skipped |C|
+/// exp(u_C) / S_total`, is returned with the result: it bounds the
+/// total-variation distance between the truncated and the exact softmax,
+/// and the denoiser error by `2 bound max_k |x_k|`.
+#[derive(Clone, Debug)]
+pub struct AtomCells {
+    /// Atoms in cell order, one column each (`d x K`).
+    points: DMatrix<f64>,
+    /// Log-weights in cell order.
+    log_weights: Vec<f64>,
+    /// Cell centres, one column each.
+    centres: DMatrix<f64>,
+    cells: Vec<Cell>,
+}
+
+#[derive(Clone, Debug)]
+struct Cell {
+    start: usize,
+    len: usize,
+    radius: f64,
+    max_log_weight: f64,
+}
+
+/// Width in nats of the log-weight bands of [`AtomCells`].
+const BAND: f64 = 4.0;
+/// Largest number of atoms in a cell of [`AtomCells`].
+const CELL: usize = 32;
+
+impl AtomCells {
+    /// Groups the atoms of an empirical `mixture` into cells.
+    ///
+    /// # Errors
+    ///
+    /// When the mixture is not made of atoms.
+    pub fn new(mixture: &Mixture) -> Result<AtomCells> {
+        ensure!(mixture.is_atomic(), "cells need atoms (an empirical prior)");
+        let lw = &mixture.log_weights;
+        let top = lw.max();
+        let band = |k: usize| ((top - lw[k]) / BAND).floor().min(1e6) as u64;
+        let mut order: Vec<usize> = (0..lw.len()).collect();
+        order.sort_by_key(|&k| (band(k), k));
+        let mut ranges = Vec::new();
+        let mut start = 0;
+        while start < order.len() {
+            let b = band(order[start]);
+            let mut end = start;
+            while end < order.len() && band(order[end]) == b {
+                end += 1;
+            }
+            split_cells(
+                &mixture.means,
+                &mut order[start..end],
+                start,
+                &mut ranges,
+            );
+            start = end;
+        }
+        let d = mixture.dim();
+        let points = DMatrix::from_fn(d, order.len(), |j, i| {
+            mixture.means[(order[i], j)]
+        });
+        let log_weights: Vec<f64> = order.iter().map(|&k| lw[k]).collect();
+        let mut centres = DMatrix::zeros(d, ranges.len());
+        let mut cells = Vec::with_capacity(ranges.len());
+        for (c, &(start, len)) in ranges.iter().enumerate() {
+            let members = points.columns(start, len);
+            let centre = members.column_mean();
+            let radius = members
+                .column_iter()
+                .map(|p| (p - &centre).norm())
+                .fold(0.0, f64::max);
+            let max_log_weight = log_weights[start..start + len]
+                .iter()
+                .copied()
+                .fold(f64::NEG_INFINITY, f64::max);
+            centres.set_column(c, &centre);
+            cells.push(Cell { start, len, radius, max_log_weight });
+        }
+        Ok(AtomCells { points, log_weights, centres, cells })
+    }
+
+    /// The number of cells.
+    pub fn num_cells(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// The denoiser `E[x0 | x_t = x]` for every row of `xs`, skipping
+    /// cells whose weight is below `tolerance` times the total (see the
+    /// type's docs), and the largest bound on the skipped relative mass
+    /// over the rows. `tolerance = 0` skips nothing.
+    ///
+    /// # Panics
+    ///
+    /// When `alpha` or `sigma` is not positive, `tolerance` is negative or
+    /// `xs` has the wrong number of columns.
+    pub fn denoise_batch(
+        &self,
+        alpha: f64,
+        sigma: f64,
+        xs: &DMatrix<f64>,
+        tolerance: f64,
+    ) -> (DMatrix<f64>, f64) {
+        assert!(alpha > 0.0 && sigma > 0.0 && tolerance >= 0.0);
+        assert_eq!(xs.ncols(), self.points.nrows(), "AtomCells: dimension");
+        let d = xs.ncols();
+        let chunks: Vec<(DMatrix<f64>, f64)> = (0..xs.nrows().div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|c| {
+                let start = c * CHUNK;
+                let rows = CHUNK.min(xs.nrows() - start);
+                let mut out = DMatrix::zeros(rows, d);
+                let mut worst: f64 = 0.0;
+                let mut scratch = CellScratch::default();
+                for i in 0..rows {
+                    let x = xs.row(start + i).transpose();
+                    let (mean, bound) = self.denoise_one(
+                        alpha,
+                        sigma,
+                        &x,
+                        tolerance,
+                        &mut scratch,
+                    );
+                    out.set_row(i, &mean.transpose());
+                    worst = worst.max(bound);
+                }
+                (out, worst)
+            })
+            .collect();
+        let worst = chunks.iter().map(|c| c.1).fold(0.0, f64::max);
+        let blocks: Vec<DMatrix<f64>> =
+            chunks.into_iter().map(|c| c.0).collect();
+        (stack_rows(&blocks, d), worst)
+    }
+
+    fn denoise_one(
+        &self,
+        alpha: f64,
+        sigma: f64,
+        x: &DVector<f64>,
+        tolerance: f64,
+        scratch: &mut CellScratch,
+    ) -> (DVector<f64>, f64) {
+        let s2 = sigma * sigma;
+
+        // Upper bounds on the log-mass of every cell, from exact distances
+        // to the centres.
+        let bounds = &mut scratch.bounds;
+        bounds.clear();
+        for (c, cell) in self.cells.iter().enumerate() {
+            let centre = self.centres.column(c);
+            let dist2 = scaled_dist2(x.as_slice(), centre.as_slice(), alpha);
+            // Shrunk by 1e-12 so that rounding cannot raise the bound.
+            let gap =
+                (dist2.sqrt() * (1.0 - 1e-12) - alpha * cell.radius).max(0.0);
+            bounds.push(
+                (cell.len as f64).ln() + cell.max_log_weight
+                    - 0.5 * gap * gap / s2,
+            );
+        }
+
+        // Evaluate the most promising cell, then every cell that may
+        // matter against it; logits are shifted by the first cell's max.
+        let best = (0..bounds.len())
+            .max_by(|&a, &b| bounds[a].total_cmp(&bounds[b]))
+            .expect("at least one cell");
+        let logits = &mut scratch.logits;
+        let members = &mut scratch.members;
+        logits.clear();
+        members.clear();
+        self.cell_logits(best, alpha, s2, x, logits, members);
+        let shift = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let first: f64 = logits.iter().map(|l| (l - shift).exp()).sum();
+        let threshold =
+            shift + first.ln() + (tolerance / self.cells.len() as f64).ln();
+        let mut skipped = Vec::new();
+        for (c, &bound) in bounds.iter().enumerate() {
+            if c == best {
+                continue;
+            }
+            if bound < threshold {
+                skipped.push(bound);
+            } else {
+                self.cell_logits(c, alpha, s2, x, logits, members);
+            }
+        }
+
+        // Softmax over the evaluated atoms, in evaluation order.
+        let shift = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let mut total = 0.0;
+        let mut mean = DVector::zeros(x.len());
+        for (l, &k) in logits.iter().zip(members.iter()) {
+            let w = (l - shift).exp();
+            total += w;
+            mean.axpy(w, &self.points.column(k), 1.0);
+        }
+        mean /= total;
+        let log_total = shift + total.ln();
+        let neglected = if skipped.is_empty() {
+            0.0
+        } else {
+            (log_sum_exp(&skipped) - log_total).exp()
+        };
+        (mean, neglected)
+    }
+
+    /// Appends the exact logits of the atoms of cell `c` and their indices.
+    fn cell_logits(
+        &self,
+        c: usize,
+        alpha: f64,
+        s2: f64,
+        x: &DVector<f64>,
+        logits: &mut Vec<f64>,
+        members: &mut Vec<usize>,
+    ) {
+        let cell = &self.cells[c];
+        for k in cell.start..cell.start + cell.len {
+            let point = self.points.column(k);
+            let dist2 = scaled_dist2(x.as_slice(), point.as_slice(), alpha);
+            logits.push(self.log_weights[k] - 0.5 * dist2 / s2);
+            members.push(k);
+        }
+    }
+}
+
+/// Reused buffers of [`AtomCells::denoise_one`].
+#[derive(Default)]
+struct CellScratch {
+    bounds: Vec<f64>,
+    logits: Vec<f64>,
+    members: Vec<usize>,
+}
+
+/// `|x - alpha p|^2` from explicit differences, over eight interleaved
+/// partial sums combined in a fixed order.
+fn scaled_dist2(x: &[f64], p: &[f64], alpha: f64) -> f64 {
+    let mut lanes = [0.0; LANES];
+    let mut cx = x.chunks_exact(LANES);
+    let mut cp = p.chunks_exact(LANES);
+    for (u, v) in (&mut cx).zip(&mut cp) {
+        for j in 0..LANES {
+            let diff = u[j] - alpha * v[j];
+            lanes[j] += diff * diff;
+        }
+    }
+    for (u, v) in cx.remainder().iter().zip(cp.remainder()) {
+        let diff = u - alpha * v;
+        lanes[0] += diff * diff;
+    }
+    lanes.iter().sum()
+}
+
+/// Splits `order` (atom indices, at positions `offset..`) at the median of
+/// the widest coordinate until pieces hold at most `CELL` atoms, pushing
+/// `(start, len)` for each piece.
+fn split_cells(
+    means: &DMatrix<f64>,
+    order: &mut [usize],
+    offset: usize,
+    ranges: &mut Vec<(usize, usize)>,
+) {
+    if order.len() <= CELL {
+        ranges.push((offset, order.len()));
+        return;
+    }
+    let widest = (0..means.ncols())
+        .map(|j| {
+            let (lo, hi) = order
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &k| {
+                    (lo.min(means[(k, j)]), hi.max(means[(k, j)]))
+                });
+            (j, hi - lo)
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+        .map(|(j, _)| j)
+        .expect("a dimension");
+    let half = order.len() / 2;
+    order.select_nth_unstable_by(half, |&a, &b| {
+        means[(a, widest)].total_cmp(&means[(b, widest)]).then(a.cmp(&b))
+    });
+    let (left, right) = order.split_at_mut(half);
+    split_cells(means, left, offset, ranges);
+    split_cells(means, right, offset + half, ranges);
 }
 
 /// Conditioning of one component in the gain (`m x m`) form.
@@ -1634,6 +2002,101 @@ fn softmax_in_place(values: &mut [f64]) {
     for v in values.iter_mut() {
         *v /= total;
     }
+}
+
+/// The number of independent accumulators of the vector kernels below.
+///
+/// Sums and maxima run over `LANES` interleaved partial results combined
+/// in a fixed order: the compiler may then keep them in vector registers
+/// (it may not reorder a single running sum), and the result still does
+/// not depend on how the loop is compiled.
+const LANES: usize = 8;
+
+/// `values[k] *= factor`.
+fn scale(values: &mut [f64], factor: f64) {
+    values.iter_mut().for_each(|v| *v *= factor);
+}
+
+/// `exp(x)` for `x <= 0`, within a few ulp, written so that loops over it
+/// vectorise: Cody-Waite reduction `x = n ln 2 + r` with `|r| <= ln 2 / 2`,
+/// a degree-13 Taylor polynomial for `exp(r)` (truncation below 1e-17
+/// relative) and `2^n` assembled from its bits. Arguments below -708
+/// (where `exp` leaves the normal range, below 1e-307) give 0: a softmax
+/// entry that small relative to its maximum is negligible.
+#[inline(always)]
+fn exp_nonpositive(x: f64) -> f64 {
+    const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
+    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+    let clamped = x.max(-708.0);
+    let shifted = clamped * std::f64::consts::LOG2_E + MAGIC;
+    let n = shifted - MAGIC;
+    let r = (clamped - n * LN2_HI) - n * LN2_LO;
+    let mut p = 1.0 / 6_227_020_800.0; // 1/13!
+    for c in [
+        1.0 / 479_001_600.0,
+        1.0 / 39_916_800.0,
+        1.0 / 3_628_800.0,
+        1.0 / 362_880.0,
+        1.0 / 40_320.0,
+        1.0 / 5_040.0,
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = p * r + c;
+    }
+    let exponent = shifted.to_bits().wrapping_sub(MAGIC.to_bits());
+    let two_n = f64::from_bits(exponent.wrapping_add(1023) << 52);
+    if x < -708.0 { 0.0 } else { p * two_n }
+}
+
+/// `values[k] += offsets[k]`, returning the maximum of the sums.
+fn add_and_max(values: &mut [f64], offsets: &[f64]) -> f64 {
+    assert_eq!(values.len(), offsets.len());
+    for (v, o) in values.iter_mut().zip(offsets) {
+        *v += o;
+    }
+    lane_max(values)
+}
+
+/// The maximum of `values` (`-inf` when empty).
+fn lane_max(values: &[f64]) -> f64 {
+    let mut lanes = [f64::NEG_INFINITY; LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for v in &mut chunks {
+        for j in 0..LANES {
+            lanes[j] = if v[j] > lanes[j] { v[j] } else { lanes[j] };
+        }
+    }
+    for v in chunks.remainder() {
+        lanes[0] = lanes[0].max(*v);
+    }
+    lanes.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
+
+/// `values[k] = exp(values[k] - shift)` for `shift >= max(values)`,
+/// returning their sum.
+fn exp_shifted_sum(values: &mut [f64], shift: f64) -> f64 {
+    // A pure map (which the compiler vectorises), then the lane sum.
+    for v in values.iter_mut() {
+        *v = exp_nonpositive(*v - shift);
+    }
+    let mut lanes = [0.0; LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for v in &mut chunks {
+        for j in 0..LANES {
+            lanes[j] += v[j];
+        }
+    }
+    for v in chunks.remainder() {
+        lanes[0] += *v;
+    }
+    lanes.iter().sum()
 }
 
 /// Applies `f` to every row of `xs` in parallel, in fixed chunks.

@@ -134,6 +134,10 @@ pub struct ScoreSampler {
     pub steps: usize,
     /// `fsr`: the finite-sample reference (N(0, I) start, atoms' score).
     pub finite_sample: bool,
+    /// `fsr` only: skip cells of atoms whose softmax mass is provably
+    /// below this fraction of the total at every step (see
+    /// [`mixture::AtomCells`]); 0 (the default) evaluates every atom.
+    pub truncate: f64,
 }
 
 impl ScoreSampler {
@@ -143,12 +147,19 @@ impl ScoreSampler {
                 method: "em",
                 steps: s.count("steps", 1000)?,
                 finite_sample: true,
+                truncate: s.f64(
+                    "truncate",
+                    0.0,
+                    "must lie in [0, 1e-3]",
+                    |v| (0.0..=1e-3).contains(&v),
+                )?,
             });
         }
         Ok(ScoreSampler {
             method: s.choice("method", "em", &["em", "ddpm", "ddim"])?,
             steps: s.count("steps", 500)?,
             finite_sample: false,
+            truncate: 0.0,
         })
     }
 }
@@ -170,6 +181,8 @@ impl Sampler for ScoreSampler {
         let mut s = BTreeMap::from([("steps".into(), self.steps.to_string())]);
         if !self.finite_sample {
             s.insert("method".into(), self.method.to_string());
+        } else if self.truncate > 0.0 {
+            s.insert("truncate".into(), self.truncate.to_string());
         }
         s
     }
@@ -212,6 +225,12 @@ impl Sampler for ScoreSampler {
         } else {
             truth.sample_at(grid[0], num_particles, seed)
         };
+        // With truncation, the posterior atoms are grouped into cells once.
+        let cells = if self.finite_sample && self.truncate > 0.0 {
+            Some(mixture::AtomCells::new(truth.posterior())?)
+        } else {
+            None
+        };
         let mut recorder = Recorder::new(problem);
         recorder.offer(grid[0], &x, None);
         for (step, pair) in grid.windows(2).enumerate() {
@@ -220,8 +239,16 @@ impl Sampler for ScoreSampler {
             // The exact conditional denoiser D_y = E[x0 | x_t, y]: for the
             // fsr sampler from the atoms' reweighted softmax (the training
             // set times the likelihood of y under each atom).
-            let backward = Backward::new(truth.posterior(), alpha, sigma)?;
-            let denoised = backward.denoise_batch(&x);
+            let denoised = match &cells {
+                Some(cells) => {
+                    let (denoised, neglected) =
+                        cells.denoise_batch(alpha, sigma, &x, self.truncate);
+                    debug_assert!(neglected <= self.truncate);
+                    denoised
+                }
+                None => Backward::new(truth.posterior(), alpha, sigma)?
+                    .denoise_batch(&x),
+            };
             let z = gaussian_noise(seed, step as u64, num_particles, d);
             x = match self.method {
                 "em" => {

@@ -9,6 +9,7 @@ mod findings;
 mod forward;
 mod fsr_convergence;
 mod identities;
+mod perf;
 mod reference;
 mod sampler_guidance;
 mod sampler_smc;
