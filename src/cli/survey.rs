@@ -19,7 +19,7 @@ use posterior_lens::audit::{Audit, SamplerIdentity};
 use posterior_lens::case::Case;
 use posterior_lens::exchange;
 use posterior_lens::report::{Failure, Report, format_time};
-use posterior_lens::sampler::{self, Sampler, Setup};
+use posterior_lens::sampler::{self, Sampler, SamplerKind, Setup};
 use posterior_lens::{Error, ErrorKind};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -61,10 +61,10 @@ pub struct SurveyArgs {
     /// masses, the total-variance null); at least 1000.
     #[arg(long, default_value_t = DEFAULT_REFERENCE_DRAWS)]
     reference_draws: usize,
-    /// The most steps (or annealing levels) a built-in sampler takes, so
-    /// that the survey finishes in about two minutes on two cores; 0 keeps
-    /// the published step counts. Samplers given with --samplers keep
-    /// their settings.
+    /// The most steps (or annealing levels) a built-in sampler under test
+    /// or broken sampler takes, so that the survey finishes in about two
+    /// minutes on two cores; 0 keeps the published step counts. Reference
+    /// samplers, and samplers given with --samplers, keep their settings.
     #[arg(long, default_value_t = DEFAULT_MAX_STEPS)]
     max_steps: usize,
     /// The run seed of every cell.
@@ -222,9 +222,14 @@ pub fn survey(
         .collect::<Result<_, _>>()?;
     let specs: Vec<String> = match &args.samplers {
         Some(specs) => specs.clone(),
+        // Reference samplers keep their step counts: they are the
+        // yardstick, and cheap (one exact denoiser call per step).
         None => sampler::registry()
             .iter()
-            .map(|e| capped(e.name, args.max_steps))
+            .map(|e| match e.kind {
+                SamplerKind::Reference => Ok(e.name.to_string()),
+                _ => capped(e.name, args.max_steps),
+            })
             .collect::<Result<_, _>>()?,
     };
     let samplers: Vec<Box<dyn Sampler>> = specs

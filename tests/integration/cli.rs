@@ -175,7 +175,10 @@ fn audit_with_findings_exits_1_and_writes_junit_and_reports() {
     ]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let md = stdout(&out);
-    assert!(md.starts_with("### `score:method=em,steps=2` on"), "{md}");
+    assert!(
+        md.starts_with("### `score:method=em,spacing=logsnr,steps=2` on"),
+        "{md}"
+    );
     assert!(md.contains("❌ fail"));
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains("<testcase name=\"spread/x/t=0.8\""), "{xml}");
