@@ -21,8 +21,10 @@
 //!   cell whose observed share's interval lies wholly outside its expected
 //!   share plus or minus the mode tolerance.
 //! - **unsupported mass**: the share of particles on prior components that
-//!   the observation rules out (posterior weight below 1e-6) and below the
-//!   `low_density_mass` quantile of the true log-density; one-sided
+//!   the observation rules out (posterior weight below 1e-6), below the
+//!   `low_density_mass` quantile of the true log-density, and, for the
+//!   final particles of a training-set prior, below that quantile of the
+//!   noised prior's density (off every training point); one-sided
 //!   binomial tests against the mass exact draws put there.
 //!   `unsupported_mode` needs a significant test and excess mass beyond the
 //!   tolerance.
@@ -488,8 +490,20 @@ impl Audit {
                 .map_err(label)?,
             );
         }
+        // Low density: below the `low_density_mass` quantile of the true
+        // log-density. For a training-set prior at the final particles,
+        // also far from every training point: below the same quantile of
+        // the noised *prior* density, which is small exactly where no
+        // (noised) training point is near.
+        let mut low_regions = Vec::new();
         if !target.is_atomic() {
-            let density = Density::new(&target)?;
+            low_regions.push(("low_density", Density::new(&target)?));
+            if role == "final" && truth.prior().is_atomic() {
+                low_regions
+                    .push(("off_training_set", Density::new(&prior_at_t)?));
+            }
+        }
+        for (kind, density) in low_regions {
             let particle_log = density.log_density_batch(states);
             let reference_log = density.log_density_batch(&reference);
             let mut sorted: Vec<f64> = reference_log.iter().copied().collect();
@@ -502,7 +516,7 @@ impl Audit {
             };
             unsupported.push(
                 region_test(
-                    "low_density",
+                    kind,
                     &below(&particle_log),
                     weights,
                     &below(&reference_log),

@@ -127,7 +127,7 @@ pub struct Occupancy {
 /// Mass in a region the posterior (nearly) does not support.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Unsupported {
-    /// `ruled_out_prior_mode` or `low_density`.
+    /// `ruled_out_prior_mode`, `low_density` or `off_training_set`.
     pub kind: String,
     /// The region's mass under the target (by exact draws).
     pub expected: f64,

@@ -302,3 +302,26 @@ fn the_lens_explains_tmpd_and_dps_on_a_gaussian_prior() {
         assert!(lens.norm_ratio_range[0] > 1.0, "{lens:?}");
     }
 }
+
+#[test]
+fn final_particles_away_from_every_training_point_are_unsupported() {
+    let case = Case::builtin("fsr-three-atoms").unwrap();
+    let truth = Truth::new(&case).unwrap();
+    // 10% of the final particles halfway between the training points 0.2
+    // and 2.2, where no (noised) training point is near.
+    let run = planted_run(&truth, &[0.02], 1000, 8, |_, t, mut x| {
+        let alpha = case.schedule.alpha(t);
+        for i in 0..100 {
+            x[(i, 0)] = alpha * 1.2;
+        }
+        x
+    });
+    let report = audit(&case, &run);
+    let kinds: Vec<&str> = report
+        .findings
+        .iter()
+        .filter(|f| f.failure == Failure::UnsupportedMode)
+        .map(|f| f.location.as_str())
+        .collect();
+    assert!(kinds.contains(&"off_training_set"), "{}", report.to_text());
+}
