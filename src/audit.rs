@@ -838,6 +838,11 @@ fn validate_run(run: &Run, case: &Case) -> Result<Option<Vec<f64>>> {
     };
     check_states("samples", &run.particles)?;
     ensure!(
+        run.particles.nrows() >= 10,
+        "samples holds {} particles; the audit needs at least 10",
+        run.particles.nrows()
+    );
+    ensure!(
         run.final_time.is_finite() && run.final_time >= 0.0,
         "the final time must be a non-negative number, got {}",
         run.final_time
@@ -870,6 +875,12 @@ fn validate_run(run: &Run, case: &Case) -> Result<Option<Vec<f64>>> {
     }
     let weights = stats::normalize_log_weights(log_weights.as_slice())
         .map_err(|e| e.context("log_weights"))?;
+    let ess = stats::effective_sample_size(&weights)?;
+    ensure!(
+        ess >= 10.0,
+        "log_weights give an effective sample size of {ess:.2}; the audit \
+         needs at least 10"
+    );
     Ok(Some(weights))
 }
 

@@ -253,9 +253,13 @@ impl Report {
     pub fn to_text(&self) -> String {
         let mut s = String::new();
         let verdict = if self.passed() { "PASS" } else { "FAIL" };
+        let ess = self
+            .effective_sample_size
+            .map(|e| format!(", effective sample size {e:.1}"))
+            .unwrap_or_default();
         let _ = writeln!(
             s,
-            "{verdict}  {} on {}  ({} particles, seed {}, family-wise \
+            "{verdict}  {} on {}  ({} particles{ess}, seed {}, family-wise \
              false-alarm rate {})",
             self.sampler_spec(),
             self.case,
@@ -354,7 +358,7 @@ impl Report {
         let _ = writeln!(
             s,
             "### `{}` on `{}`: {verdict}\n\n{} particles, seed {}, \
-             family-wise false-alarm rate {}, spread band [{}, {}].\n",
+             family-wise false-alarm rate {}, spread band [{:.3}, {:.3}].\n",
             self.sampler_spec(),
             self.case,
             self.num_particles,
@@ -404,7 +408,7 @@ impl Report {
                 s,
                 "| {} | {} | {worst} | {modes} | {} |",
                 format_time(c.t),
-                c.target,
+                c.target.replace('|', "\\|"),
                 if unsupported.is_empty() {
                     "-".into()
                 } else {

@@ -26,6 +26,12 @@ pub fn audit(
     let sampler = sampler::build(spec)?;
     let audit = configure(args, &case)?.particles(args.particles);
     let mut report = audit.run(&case, sampler.as_ref())?;
+    // A case read from a file is replayed from the same file.
+    report.replay = report.replay.replacen(
+        &format!("--case {} ", case.name),
+        &format!("--case {} ", args.case),
+        1,
+    );
     add_reference_draws(&mut report, args.reference_draws);
     finish(args, &report, format)
 }

@@ -307,7 +307,7 @@ fn summary_table(
 ) -> String {
     let mut s = String::new();
     if md {
-        s += "| t | alpha | sigma | |mean| | total variance |\n\
+        s += "| t | alpha | sigma | norm of mean | total variance |\n\
               |---|---|---|---|---|\n";
     } else {
         s += "  p_t(x_t | y) by time\n         t       alpha       sigma      |mean|  total var\n";

@@ -177,7 +177,13 @@ impl Setup {
         let truth = Truth::new(case)?;
         let denoiser =
             MixtureDenoiser::new(case.prior.clone(), case.schedule.clone());
-        let (_, t_max) = case.schedule.time_range();
+        let (_, mut t_max) = case.schedule.time_range();
+        // Where the schedule's end has no signal at all (rectified flow:
+        // alpha = 0 at t = 1) the backward posterior is undefined; start
+        // just below it.
+        if case.schedule.alpha(t_max) <= 0.0 {
+            t_max *= 1.0 - 1e-3;
+        }
         let t_min = case.schedule.default_t_min();
         Ok(Setup { truth, denoiser, checkpoints, t_max, t_min })
     }
