@@ -358,7 +358,7 @@ impl Audit {
             "posterior-lens audit --case {} --sampler {} --seed {} \
              --particles {}",
             case.name,
-            spec_of(&sampler.name, &sampler.settings),
+            crate::report::sampler_spec(&sampler.name, &sampler.settings),
             self.seed,
             run.particles.nrows()
         );
@@ -785,18 +785,6 @@ impl CheckpointReport {
             u.p_adjusted = take();
         }
     }
-}
-
-fn spec_of(
-    name: &str,
-    settings: &std::collections::BTreeMap<String, String>,
-) -> String {
-    if settings.is_empty() {
-        return name.to_string();
-    }
-    let s: Vec<String> =
-        settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("{name}:{}", s.join(","))
 }
 
 fn spread_entry(direction: String, test: TestOutcome) -> Spread {

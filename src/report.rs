@@ -422,13 +422,19 @@ impl Report {
 
     /// `name:key=value,...`.
     pub fn sampler_spec(&self) -> String {
-        if self.settings.is_empty() {
-            return self.sampler.clone();
-        }
-        let settings: Vec<String> =
-            self.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        format!("{}:{}", self.sampler, settings.join(","))
+        sampler_spec(&self.sampler, &self.settings)
     }
+}
+
+/// A sampler and its settings as `name:key=value,...`, the form the
+/// sampler registry and the command line read.
+pub fn sampler_spec(name: &str, settings: &BTreeMap<String, String>) -> String {
+    if settings.is_empty() {
+        return name.to_string();
+    }
+    let settings: Vec<String> =
+        settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{name}:{}", settings.join(","))
 }
 
 /// A time printed compactly and exactly enough to identify a checkpoint.

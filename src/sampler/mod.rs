@@ -367,13 +367,7 @@ pub trait Sampler: Send + Sync {
     /// The sampler and its settings as `name:key=value,...`, the form that
     /// [`build`] reads back.
     fn spec(&self) -> String {
-        let settings: Vec<String> =
-            self.settings().iter().map(|(k, v)| format!("{k}={v}")).collect();
-        if settings.is_empty() {
-            self.name().to_string()
-        } else {
-            format!("{}:{}", self.name(), settings.join(","))
-        }
+        crate::report::sampler_spec(self.name(), &self.settings())
     }
 }
 
