@@ -284,8 +284,50 @@ pub fn export(
         None => Audit::new().checkpoints_for(&case),
     };
     let files = exchange::export_case(&case, &checkpoints, seed)?;
+    let stale = stale_export_files(out, &files)?;
     exchange::write_files(out, &files)?;
+    for path in stale {
+        std::fs::remove_file(&path).map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("cannot remove stale file {}", path.display()),
+            )
+            .with_source(e)
+        })?;
+    }
     Ok(Outcome::ok(listing(&case, out, &files, format)))
+}
+
+/// The `.npy` files an earlier export left in `out` that this export does
+/// not write (removed after the new files are in place, so that a case
+/// directory never mixes two cases). A non-empty `out` that holds no
+/// earlier export (no `manifest.json`) is refused rather than mixed into.
+fn stale_export_files(
+    out: &Path,
+    files: &[OutputFile],
+) -> Result<Vec<std::path::PathBuf>, Error> {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Ok(Vec::new());
+    };
+    let earlier_export = out.join("manifest.json").is_file();
+    let mut stale = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if files.iter().any(|f| f.name == name) {
+            continue;
+        }
+        if !earlier_export {
+            return Err(Error::invalid(format!(
+                "--out {} is not empty and holds no earlier export (found \
+                 {name}); choose an empty directory",
+                out.display()
+            )));
+        }
+        if name.ends_with(".npy") {
+            stale.push(entry.path());
+        }
+    }
+    Ok(stale)
 }
 
 fn listing(

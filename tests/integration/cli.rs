@@ -592,3 +592,48 @@ fn check_reads_a_trajectory_and_tests_its_checkpoints() {
     let t: Vec<f64> = report.checkpoints.iter().map(|c| c.t).collect();
     assert_eq!(t, vec![0.8, 0.2, 0.0]);
 }
+
+#[test]
+fn export_replaces_an_earlier_export_and_refuses_other_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("case");
+    let out = run(&[
+        "export",
+        "--case",
+        "gmm-2d-one-coordinate",
+        "--out",
+        path(&out_dir),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let first: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    // A second export of another case into the same directory leaves no
+    // file of the first behind.
+    let out =
+        run(&["export", "--case", "fsr-three-atoms", "--out", path(&out_dir)]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let second: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let listed = stdout(&out);
+    for name in &second {
+        assert!(
+            name == "manifest.json"
+                || name == "case.json"
+                || listed.contains(name.as_str()),
+            "{name} is left over from the first export: {first:?}"
+        );
+    }
+    // A directory holding something else is not written into.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    let out =
+        run(&["export", "--case", "fsr-three-atoms", "--out", path(&other)]);
+    assert_eq!(code(&out), 3);
+    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1);
+}
