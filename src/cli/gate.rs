@@ -67,25 +67,31 @@ pub fn add_reference_draws(report: &mut Report, draws: usize) {
     }
 }
 
+/// Checks the flags every audit shares (`--fwer`, `--particles`,
+/// `--reference-draws`); a bad value is a usage error.
+pub fn check_audit_flags(
+    fwer: f64,
+    particles: usize,
+    reference_draws: usize,
+) -> Result<(), Error> {
+    if !(fwer > 0.0 && fwer < 1.0) {
+        return Err(usage(format!("--fwer must lie in (0, 1), got {fwer}")));
+    }
+    if particles < 10 {
+        return Err(usage(format!(
+            "--particles must be at least 10, got {particles}"
+        )));
+    }
+    if reference_draws < 1000 {
+        return Err(usage(format!(
+            "--reference-draws must be at least 1000, got {reference_draws}"
+        )));
+    }
+    Ok(())
+}
+
 fn configure(args: &GateArgs, case: &Case) -> Result<Audit, Error> {
-    if !(args.fwer > 0.0 && args.fwer < 1.0) {
-        return Err(usage(format!(
-            "--fwer must lie in (0, 1), got {}",
-            args.fwer
-        )));
-    }
-    if args.particles < 10 {
-        return Err(usage(format!(
-            "--particles must be at least 10, got {}",
-            args.particles
-        )));
-    }
-    if args.reference_draws < 1000 {
-        return Err(usage(format!(
-            "--reference-draws must be at least 1000, got {}",
-            args.reference_draws
-        )));
-    }
+    check_audit_flags(args.fwer, args.particles, args.reference_draws)?;
     let mut audit = Audit::new()
         .seed(args.seed)
         .fwer(args.fwer)

@@ -194,24 +194,11 @@ pub fn survey(
     format: Format,
     progress: ProgressMode,
 ) -> Result<Outcome, Error> {
-    if !(args.fwer > 0.0 && args.fwer < 1.0) {
-        return Err(usage(format!(
-            "--fwer must lie in (0, 1), got {}",
-            args.fwer
-        )));
-    }
-    if args.particles < 10 {
-        return Err(usage(format!(
-            "--particles must be at least 10, got {}",
-            args.particles
-        )));
-    }
-    if args.reference_draws < 1000 {
-        return Err(usage(format!(
-            "--reference-draws must be at least 1000, got {}",
-            args.reference_draws
-        )));
-    }
+    super::gate::check_audit_flags(
+        args.fwer,
+        args.particles,
+        args.reference_draws,
+    )?;
 
     // Everything is resolved before anything runs: unknown cases and
     // samplers fail fast.
