@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::best_of;
+use common::{best_of, best_of_interleaved};
 
 /// `products` pairs of `K x d` by `d x chunk` and `d x K` by `K x chunk`
 /// products, chunk by chunk, as the kernels do them.
@@ -50,7 +50,7 @@ fn main() {
     let repeats = 9;
     println!(
         "digits prior (K = {k}, d = {d}), {n} particles, {} threads, \
-         best of {repeats}",
+         best of {repeats} interleaved rounds",
         rayon::current_num_threads()
     );
     for t in [0.9, 0.3, 0.05] {
@@ -61,19 +61,28 @@ fn main() {
 
         // Two products of 2 n K d flops per denoiser.
         let flops = 4.0 * (n * k * d) as f64;
-        let denoiser = best_of(repeats, || {
-            black_box(prior.denoise_batch(black_box(&xs)));
-        });
-        let score = best_of(repeats, || {
-            let factor = alpha / (sigma * sigma);
-            let diff = post.denoise_batch(&xs) - prior.denoise_batch(&xs);
-            black_box(diff * factor);
-        });
+        let factor = alpha / (sigma * sigma);
+        let times = best_of_interleaved(
+            repeats,
+            &mut [
+                &mut || {
+                    black_box(prior.denoise_batch(black_box(&xs)));
+                },
+                &mut || {
+                    let diff =
+                        post.denoise_batch(&xs) - prior.denoise_batch(&xs);
+                    black_box(diff * factor);
+                },
+                &mut || reference(&atoms, &xs, 1),
+                &mut || reference(&atoms, &xs, 2),
+            ],
+        );
+        let [denoiser, score, one, two] = times[..] else {
+            unreachable!("four timings")
+        };
         let unoptimised = best_of(3, || {
             black_box(prior.denoise_batch_reference(black_box(&xs)));
         });
-        let one = best_of(repeats, || reference(&atoms, &xs, 1));
-        let two = best_of(repeats, || reference(&atoms, &xs, 2));
         let gflops = |secs: f64, f: f64| f / secs / 1e9;
         println!("t = {t} (alpha = {alpha:.3}, sigma = {sigma:.3})");
         println!(

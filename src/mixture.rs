@@ -1386,9 +1386,32 @@ impl Backward {
         logits.gemm(alpha / s2, means, &block.transpose(), 0.0);
 
         // Per column (contiguous, in cache): offsets and max in one pass,
-        // exp in a second, the sum in a third.
+        // exp in a second, the sum in a third; on the widest vectors the
+        // processor has.
         let offsets = self.atom_offsets.as_slice();
         let mut totals = Vec::with_capacity(block.nrows());
+        pulp::Arch::new().dispatch(SoftmaxColumns {
+            backward: self,
+            block,
+            logits: &mut logits,
+            offsets,
+            totals: &mut totals,
+        });
+        (logits, totals)
+    }
+
+    /// The softmax passes of [`Backward::atom_weights_unnormalised`] over
+    /// the columns of `logits`.
+    #[inline(always)]
+    fn softmax_columns(
+        &self,
+        block: DMatrixView<f64>,
+        logits: &mut DMatrix<f64>,
+        offsets: &[f64],
+        totals: &mut Vec<f64>,
+    ) {
+        let means = &self.prior.means;
+        let (alpha, s2) = (self.alpha, self.sigma * self.sigma);
         for i in 0..block.nrows() {
             let x = block.row(i);
             let bound = 8.0
@@ -1408,7 +1431,6 @@ impl Backward {
             };
             totals.push(exp_shifted_sum(column, max));
         }
-        (logits, totals)
     }
 
     /// The denoiser for every row of `xs` through the straightforward
@@ -2020,9 +2042,11 @@ fn scale(values: &mut [f64], factor: f64) {
 /// `exp(x)` for `x <= 0`, within a few ulp, written so that loops over it
 /// vectorise: Cody-Waite reduction `x = n ln 2 + r` with `|r| <= ln 2 / 2`,
 /// a degree-13 Taylor polynomial for `exp(r)` (truncation below 1e-17
-/// relative) and `2^n` assembled from its bits. Arguments below -708
-/// (where `exp` leaves the normal range, below 1e-307) give 0: a softmax
-/// entry that small relative to its maximum is negligible.
+/// relative) and `2^n` assembled from its bits. Arguments below
+/// [`NEGLIGIBLE_LOG`] give 0: a softmax entry under `1e-130` of its
+/// maximum changes no sum of fewer than `1e110` terms in double
+/// precision, and zeros keep the products that follow free of subnormal
+/// numbers, which run many times slower.
 #[inline(always)]
 fn exp_nonpositive(x: f64) -> f64 {
     const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
@@ -2052,10 +2076,43 @@ fn exp_nonpositive(x: f64) -> f64 {
     }
     let exponent = shifted.to_bits().wrapping_sub(MAGIC.to_bits());
     let two_n = f64::from_bits(exponent.wrapping_add(1023) << 52);
-    if x < -708.0 { 0.0 } else { p * two_n }
+    if x < NEGLIGIBLE_LOG { 0.0 } else { p * two_n }
+}
+
+/// Log of the smallest softmax weight, relative to the largest, that
+/// [`exp_nonpositive`] keeps.
+const NEGLIGIBLE_LOG: f64 = -300.0;
+
+/// The softmax passes over a block's logits, as an operation that
+/// `pulp` compiles for the widest vector instructions the processor has
+/// (AVX-512, or AVX2 with FMA, detected at run time; baseline otherwise):
+/// the loops inlined into it vectorise on them. Rust neither fuses nor
+/// reorders floating-point operations, so the results are the same bits
+/// on every instruction set.
+struct SoftmaxColumns<'a> {
+    backward: &'a Backward,
+    block: DMatrixView<'a, f64>,
+    logits: &'a mut DMatrix<f64>,
+    offsets: &'a [f64],
+    totals: &'a mut Vec<f64>,
+}
+
+impl pulp::WithSimd for SoftmaxColumns<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        self.backward.softmax_columns(
+            self.block,
+            self.logits,
+            self.offsets,
+            self.totals,
+        );
+    }
 }
 
 /// `values[k] += offsets[k]`, returning the maximum of the sums.
+#[inline(always)]
 fn add_and_max(values: &mut [f64], offsets: &[f64]) -> f64 {
     assert_eq!(values.len(), offsets.len());
     for (v, o) in values.iter_mut().zip(offsets) {
@@ -2065,6 +2122,7 @@ fn add_and_max(values: &mut [f64], offsets: &[f64]) -> f64 {
 }
 
 /// The maximum of `values` (`-inf` when empty).
+#[inline(always)]
 fn lane_max(values: &[f64]) -> f64 {
     let mut lanes = [f64::NEG_INFINITY; LANES];
     let mut chunks = values.chunks_exact(LANES);
@@ -2081,6 +2139,7 @@ fn lane_max(values: &[f64]) -> f64 {
 
 /// `values[k] = exp(values[k] - shift)` for `shift >= max(values)`,
 /// returning their sum.
+#[inline(always)]
 fn exp_shifted_sum(values: &mut [f64], shift: f64) -> f64 {
     // A pure map (which the compiler vectorises), then the lane sum.
     for v in values.iter_mut() {
@@ -2136,6 +2195,69 @@ pub(crate) fn stack_rows(blocks: &[DMatrix<f64>], d: usize) -> DMatrix<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exp_nonpositive_is_within_two_ulp_of_exp_and_zero_below_the_cutoff() {
+        let mut worst: f64 = 0.0;
+        for i in 0..300_000 {
+            let x = -(i as f64) * 1e-3 - 1e-9 * (i % 7) as f64;
+            let exact = x.exp();
+            let ulp = f64::EPSILON * exact;
+            worst = worst.max((exp_nonpositive(x) - exact).abs() / ulp);
+        }
+        assert!(worst <= 2.0, "{worst} ulp");
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert_eq!(exp_nonpositive(NEGLIGIBLE_LOG - 1e-9), 0.0);
+        assert_eq!(exp_nonpositive(-1e300), 0.0);
+        assert!(exp_nonpositive(NEGLIGIBLE_LOG) > 0.0);
+    }
+
+    #[test]
+    fn the_softmax_gives_the_same_bits_on_every_instruction_set() {
+        // Digits-like atoms: values on a grid in [-1, 1]; noise levels
+        // from nearly clean (most weights negligible) to pure noise.
+        let (k, d, n) = (301, 17, 9);
+        let means = DMatrix::from_fn(k, d, |i, j| {
+            ((i * 7 + j * 13) % 17) as f64 / 8.0 - 1.0
+        });
+        let log_weights = DVector::from_fn(k, |i, _| -((i % 5) as f64));
+        let prior =
+            Mixture::from_log_weights(log_weights, means, Covariances::Atoms)
+                .unwrap();
+        let xs = DMatrix::from_fn(n, d, |i, j| ((i * 3 + j) as f64).sin());
+        for (alpha, sigma) in [(0.999, 0.05), (0.8, 0.6), (0.02, 1.0)] {
+            let backward = Backward::new(&prior, alpha, sigma).unwrap();
+            let run = |arch: Option<pulp::Scalar>| {
+                let mut logits = DMatrix::zeros(k, n);
+                logits.gemm(
+                    alpha / (sigma * sigma),
+                    &backward.prior.means,
+                    &xs.transpose(),
+                    0.0,
+                );
+                let mut totals = Vec::new();
+                let op = SoftmaxColumns {
+                    backward: &backward,
+                    block: xs.as_view(),
+                    logits: &mut logits,
+                    offsets: backward.atom_offsets.as_slice(),
+                    totals: &mut totals,
+                };
+                match arch {
+                    Some(scalar) => pulp::Simd::vectorize(scalar, op),
+                    None => pulp::Arch::new().dispatch(op),
+                }
+                (logits, totals)
+            };
+            let (widest, widest_totals) = run(None);
+            let (scalar, scalar_totals) = run(Some(pulp::Scalar::new()));
+            let bits = |m: &DMatrix<f64>| -> Vec<u64> {
+                m.iter().map(|v| v.to_bits()).collect()
+            };
+            assert_eq!(bits(&widest), bits(&scalar), "sigma = {sigma}");
+            assert_eq!(widest_totals, scalar_totals, "sigma = {sigma}");
+        }
+    }
 
     fn two_modes() -> Mixture1d {
         Mixture1d {

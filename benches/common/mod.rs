@@ -20,6 +20,25 @@ pub fn best_of(repeats: usize, mut f: impl FnMut()) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
+/// The best wall time of each of `fs`, in seconds, over `rounds` rounds
+/// that run every function once in turn: interference from the rest of
+/// the machine then hits all of them alike, so ratios of the results are
+/// steadier than ratios of separate [`best_of`] calls.
+pub fn best_of_interleaved(
+    rounds: usize,
+    fs: &mut [&mut dyn FnMut()],
+) -> Vec<f64> {
+    let mut best = vec![f64::INFINITY; fs.len()];
+    for _ in 0..rounds {
+        for (f, best) in fs.iter_mut().zip(&mut best) {
+            let start = Instant::now();
+            f();
+            *best = best.min(start.elapsed().as_secs_f64());
+        }
+    }
+    best
+}
+
 /// The digits training set with its first 32 pixels observed with noise
 /// 0.1: `y` is the top half of training row 5 plus noise from the seeded
 /// stream 7.
