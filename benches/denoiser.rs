@@ -53,7 +53,7 @@ fn main() {
          best of {repeats} interleaved rounds",
         rayon::current_num_threads()
     );
-    for t in [0.9, 0.3, 0.05] {
+    for t in [0.9, 0.3, 0.05, 0.01, 0.002] {
         let (alpha, sigma) = case.schedule.alpha_sigma(t);
         let prior = Backward::new(&case.prior, alpha, sigma).unwrap();
         let post = Backward::new(truth.posterior(), alpha, sigma).unwrap();

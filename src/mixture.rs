@@ -29,7 +29,8 @@
 //! log-sum-exp in f64.
 
 use nalgebra::{
-    Cholesky, DMatrix, DMatrixView, DVector, DVectorView, Dyn, SymmetricEigen,
+    Cholesky, DMatrix, DMatrixView, DVector, DVectorView, Dyn, MatrixView,
+    SymmetricEigen, U1,
 };
 use rand::RngExt;
 use rand_distr::{Distribution, StandardNormal};
@@ -1381,9 +1382,12 @@ impl Backward {
         let means = &self.prior.means;
         let (alpha, s2) = (self.alpha, self.sigma * self.sigma);
 
-        // One product with the scale `alpha / sigma^2` folded in.
+        // One product with the scale `alpha / sigma^2` folded in, unless
+        // every column is computed from explicit differences.
         let mut logits = DMatrix::zeros(means.nrows(), block.nrows());
-        logits.gemm(alpha / s2, means, &block.transpose(), 0.0);
+        if !block.row_iter().all(|x| self.needs_explicit(x.norm_squared())) {
+            logits.gemm(alpha / s2, means, &block.transpose(), 0.0);
+        }
 
         // Per column (contiguous, in cache): offsets and max in one pass,
         // exp in a second, the sum in a third; on the widest vectors the
@@ -1414,23 +1418,33 @@ impl Backward {
         let (alpha, s2) = (self.alpha, self.sigma * self.sigma);
         for i in 0..block.nrows() {
             let x = block.row(i);
-            let bound = 8.0
-                * f64::EPSILON
-                * (x.norm_squared() + 2.0 * self.max_half_norm)
-                / s2;
             let mut column = logits.column_mut(i);
             let column = column.as_mut_slice();
-            let max = if bound < 1e-10 {
+            let max = if !self.needs_explicit(x.norm_squared()) {
                 add_and_max(column, offsets)
             } else {
-                for (k, value) in column.iter_mut().enumerate() {
-                    let dist2 = (x - means.row(k) * alpha).norm_squared();
-                    *value = self.prior.log_weights[k] - 0.5 * dist2 / s2;
-                }
+                explicit_logits(
+                    column,
+                    x,
+                    means,
+                    alpha,
+                    s2,
+                    self.prior.log_weights.as_slice(),
+                );
                 lane_max(column)
             };
             totals.push(exp_shifted_sum(column, max));
         }
+    }
+
+    /// Whether the logits of a particle with squared norm `norm2` must come
+    /// from explicit differences: the expansion through the product loses
+    /// up to `8 eps (|x|^2 + max_k alpha^2 |m_k|^2) / sigma^2` to rounding,
+    /// which must stay below 1e-10.
+    #[inline(always)]
+    fn needs_explicit(&self, norm2: f64) -> bool {
+        let s2 = self.sigma * self.sigma;
+        8.0 * f64::EPSILON * (norm2 + 2.0 * self.max_half_norm) / s2 >= 1e-10
     }
 
     /// The denoiser for every row of `xs` through the straightforward
@@ -1451,11 +1465,7 @@ impl Backward {
             let x = xs.row(i);
             let mut column = logits.column_mut(i);
             for k in 0..means.nrows() {
-                let bound = 8.0
-                    * f64::EPSILON
-                    * (x.norm_squared() + 2.0 * self.max_half_norm)
-                    / s2;
-                column[k] = if bound < 1e-10 {
+                column[k] = if !self.needs_explicit(x.norm_squared()) {
                     column[k] + self.atom_offsets[k]
                 } else {
                     let dist2 = (x - means.row(k) * alpha).norm_squared();
@@ -2108,6 +2118,53 @@ impl pulp::WithSimd for SoftmaxColumns<'_> {
             self.offsets,
             self.totals,
         );
+    }
+}
+
+/// `logits[k] = log_weights[k] - |x - alpha m_k|^2 / (2 s2)` for the rows
+/// `m_k` of `means`, from explicit differences: coordinate by coordinate
+/// over all atoms at once, so the inner loop runs along a contiguous
+/// column of `means` and vectorises, while each atom's sum still runs
+/// over the coordinates in order.
+#[inline(always)]
+fn explicit_logits(
+    logits: &mut [f64],
+    x: MatrixView<f64, U1, Dyn, U1, Dyn>,
+    means: &DMatrix<f64>,
+    alpha: f64,
+    s2: f64,
+    log_weights: &[f64],
+) {
+    // Four coordinates per pass keep each partial sum in a register for
+    // four additions (in coordinate order) instead of one.
+    let k = means.nrows();
+    logits.fill(0.0);
+    let data = means.as_slice();
+    let mut j = 0;
+    while j + 4 <= means.ncols() {
+        let (x0, x1, x2, x3) = (x[j], x[j + 1], x[j + 2], x[j + 3]);
+        let c0 = &data[j * k..(j + 1) * k];
+        let c1 = &data[(j + 1) * k..(j + 2) * k];
+        let c2 = &data[(j + 2) * k..(j + 3) * k];
+        let c3 = &data[(j + 3) * k..(j + 4) * k];
+        for (i, acc) in logits.iter_mut().enumerate() {
+            let d0 = x0 - alpha * c0[i];
+            let d1 = x1 - alpha * c1[i];
+            let d2 = x2 - alpha * c2[i];
+            let d3 = x3 - alpha * c3[i];
+            *acc = (((*acc + d0 * d0) + d1 * d1) + d2 * d2) + d3 * d3;
+        }
+        j += 4;
+    }
+    for j in j..means.ncols() {
+        let xj = x[j];
+        for (acc, m) in logits.iter_mut().zip(&data[j * k..(j + 1) * k]) {
+            let diff = xj - alpha * m;
+            *acc += diff * diff;
+        }
+    }
+    for (value, lw) in logits.iter_mut().zip(log_weights) {
+        *value = lw - 0.5 * *value / s2;
     }
 }
 

@@ -4,3 +4,4 @@ pub mod gate;
 pub mod info;
 pub mod progress;
 pub mod survey;
+pub mod timing;

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::info::kind_name;
 use super::progress::{Progress, ProgressMode};
+use super::timing::{self, CellTime, Timed};
 use crate::{Format, Outcome};
 
 /// The version of the survey file.
@@ -81,6 +82,10 @@ pub struct SurveyArgs {
     /// shard).
     #[arg(long, default_value = "target/posterior-lens/survey")]
     out: PathBuf,
+    /// Prints where the time went (set-up, sampler and audit seconds by
+    /// case, by sampler, and the slowest cells) to stderr.
+    #[arg(long)]
+    timings: bool,
 }
 
 /// `merge` options.
@@ -257,31 +262,49 @@ pub fn survey(
         .fwer(args.fwer)
         .reference_draws(args.reference_draws);
     let started = Instant::now();
-    let mut cells: Vec<Cell> = mine
+    let mut timed: Vec<(Cell, CellTime)> = mine
         .par_iter()
         .map(|&index| {
             let sampler = samplers[index / cases.len()].as_ref();
             let case = &cases[index % cases.len()];
-            let clock = Instant::now();
-            let cell =
-                run_cell(&audit, args.reference_draws, index, case, sampler);
+            let mut time = CellTime::default();
+            let cell = run_cell(
+                &audit,
+                args.reference_draws,
+                index,
+                case,
+                sampler,
+                &mut time,
+            );
             bar.finished(&format!(
                 "{} on {}: {} ({:.1}s)",
                 sampler.name(),
                 case.name,
                 verdict_word(&cell),
-                clock.elapsed().as_secs_f64()
+                time.total()
             ));
-            cell
+            (cell, time)
         })
         .collect();
     bar.finish();
-    cells.sort_by_key(|c| c.index);
+    let wall = started.elapsed().as_secs_f64();
+    timed.sort_by_key(|c| c.0.index);
+    let times: Vec<Timed<'_>> = timed
+        .iter()
+        .map(|(cell, time)| Timed {
+            sampler: &rows[cell.index / cases.len()].name,
+            case: &cell.case,
+            time: *time,
+        })
+        .collect();
     eprintln!(
-        "survey: {} cells in {:.1}s",
-        cells.len(),
-        started.elapsed().as_secs_f64()
+        "{}",
+        timing::summary(&times, wall, rayon::current_num_threads())
     );
+    if args.timings {
+        eprint!("{}", timing::breakdown(&times));
+    }
+    let cells: Vec<Cell> = timed.into_iter().map(|c| c.0).collect();
 
     let survey = Survey {
         schema_version: SURVEY_VERSION,
@@ -304,14 +327,17 @@ fn usage(message: String) -> Error {
 }
 
 /// Runs and audits one cell, telling a sampler that declines the case
-/// apart from output that cannot be audited.
+/// apart from output that cannot be audited; `time` gets the seconds of
+/// each phase.
 fn run_cell(
     audit: &Audit,
     audit_reference_draws: usize,
     index: usize,
     case: &Case,
     sampler: &dyn Sampler,
+    time: &mut CellTime,
 ) -> Cell {
+    let clock = Instant::now();
     let mut cell = Cell {
         index,
         sampler: sampler.spec(),
@@ -330,21 +356,27 @@ fn run_cell(
             return cell;
         }
     };
+    time.setup = clock.elapsed().as_secs_f64();
+    let clock = Instant::now();
     let problem = setup.for_sampler(sampler);
-    let run =
-        match sampler.run(&problem, audit.num_particles(), audit.run_seed()) {
-            Ok(run) => run,
-            Err(e) => {
-                cell.message = Some(e.to_string());
-                return cell;
-            }
-        };
+    let run = sampler.run(&problem, audit.num_particles(), audit.run_seed());
+    time.run = clock.elapsed().as_secs_f64();
+    let run = match run {
+        Ok(run) => run,
+        Err(e) => {
+            cell.message = Some(e.to_string());
+            return cell;
+        }
+    };
+    let clock = Instant::now();
     let identity = SamplerIdentity {
         name: sampler.name().to_string(),
         settings: sampler.settings(),
         meaning: sampler.trajectory_meaning(),
     };
-    match audit.audit_run(case, &setup.truth, &run, &identity) {
+    let audited = audit.audit_run(case, &setup.truth, &run, &identity);
+    time.audit = clock.elapsed().as_secs_f64();
+    match audited {
         Ok(mut report) => {
             super::gate::add_reference_draws(
                 &mut report,
