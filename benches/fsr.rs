@@ -69,8 +69,13 @@ fn main() {
     let mut summary = String::new();
     for n in [256, 1024] {
         for (label, spec) in [
-            ("all atoms", format!("fsr:steps={steps}")),
-            ("truncate=1e-12", format!("fsr:steps={steps},truncate=1e-12")),
+            // The uniform grid the NumPy reference runs (the sampler's
+            // default is uniform in log-SNR).
+            ("all atoms", format!("fsr:steps={steps},spacing=uniform")),
+            (
+                "truncate=1e-12",
+                format!("fsr:steps={steps},spacing=uniform,truncate=1e-12"),
+            ),
         ] {
             let fsr = sampler::build(&spec).expect("fsr");
             let problem = setup.for_sampler(fsr.as_ref());

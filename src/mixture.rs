@@ -28,6 +28,8 @@
 //! All weights are kept as normalised log-weights and combined with
 //! log-sum-exp in f64.
 
+use std::sync::OnceLock;
+
 use nalgebra::{
     Cholesky, DMatrix, DMatrixView, DVector, DVectorView, Dyn, MatrixView,
     SymmetricEigen, U1,
@@ -1049,13 +1051,15 @@ impl Density {
 ///
 /// For atoms `mu_k|t = x_k` and `S_k = 0`; for isotropic and diagonal
 /// components the gains are elementwise. Only full covariances need `d x d`
-/// matrices, which are computed once here.
+/// matrices, which are computed once here. The prior is borrowed, and for
+/// atoms the density of `x_t` is prepared on first use, so that a
+/// `Backward` per time step costs `O(K)` set-up.
 #[derive(Clone, Debug)]
-pub struct Backward {
-    prior: Mixture,
+pub struct Backward<'a> {
+    prior: &'a Mixture,
     alpha: f64,
     sigma: f64,
-    marginal: Density,
+    marginal: OnceLock<Density>,
     gains: Gains,
     /// Square roots of the full posterior covariances `S_k`, for sampling.
     factors: Vec<DMatrix<f64>>,
@@ -1076,7 +1080,7 @@ enum Gains {
     Full(Vec<DMatrix<f64>>, Vec<DMatrix<f64>>),
 }
 
-impl Backward {
+impl<'a> Backward<'a> {
     /// Prepares `p(x0 | x_t)` of `prior` at the noise level
     /// `(alpha, sigma)`.
     ///
@@ -1085,7 +1089,11 @@ impl Backward {
     /// When `alpha` is not positive or `sigma` is not positive (the
     /// backward posterior of a noise-free observation is not a density
     /// for every prior), or a noised covariance is not positive definite.
-    pub fn new(prior: &Mixture, alpha: f64, sigma: f64) -> Result<Backward> {
+    pub fn new(
+        prior: &'a Mixture,
+        alpha: f64,
+        sigma: f64,
+    ) -> Result<Backward<'a>> {
         ensure!(
             alpha.is_finite() && alpha > 0.0,
             "alpha must be positive, got {alpha}"
@@ -1094,8 +1102,10 @@ impl Backward {
             sigma.is_finite() && sigma > 0.0,
             "sigma must be positive, got {sigma}"
         );
-        let noised = prior.noised(alpha, sigma);
-        let marginal = Density::new(&noised)?;
+        let marginal = OnceLock::new();
+        if !prior.is_atomic() {
+            let _ = marginal.set(Density::new(&prior.noised(alpha, sigma))?);
+        }
         let s2 = sigma * sigma;
         let a2 = alpha * alpha;
         let gains = match &prior.covariances {
@@ -1115,7 +1125,8 @@ impl Backward {
                 )
             }
             Covariances::Full(covs) => {
-                let Shape::Full(chols) = &marginal.shape else {
+                let density = marginal.get().expect("set above");
+                let Shape::Full(chols) = &density.shape else {
                     unreachable!("full covariances give a full density")
                 };
                 let mut gains = Vec::with_capacity(covs.len());
@@ -1140,7 +1151,7 @@ impl Backward {
         let max_half_norm = half_norms.max();
         let atom_offsets = &prior.log_weights - half_norms / s2;
         Ok(Backward {
-            prior: prior.clone(),
+            prior,
             alpha,
             sigma,
             marginal,
@@ -1163,22 +1174,28 @@ impl Backward {
 
     /// The density of `x_t`, i.e. of the noised prior.
     pub fn marginal(&self) -> &Density {
-        &self.marginal
+        self.marginal.get_or_init(|| {
+            // Atoms noised with sigma > 0 are isotropic components with
+            // finite means and positive variance, which always give a
+            // density.
+            Density::new(&self.prior.noised(self.alpha, self.sigma))
+                .expect("a noised atom prior has a density")
+        })
     }
 
     /// `log p_t(x)`.
     pub fn log_marginal(&self, x: DVectorView<f64>) -> f64 {
-        self.marginal.log_density(x)
+        self.marginal().log_density(x)
     }
 
     /// `grad log p_t(x)`.
     pub fn score(&self, x: DVectorView<f64>) -> DVector<f64> {
-        self.marginal.score(x)
+        self.marginal().score(x)
     }
 
     /// The whole backward posterior `p(x0 | x_t = x)` as a mixture.
     pub fn posterior(&self, x: DVectorView<f64>) -> Mixture {
-        let log_weights = self.marginal.log_responsibilities(x);
+        let log_weights = self.marginal().log_responsibilities(x);
         let k_count = self.prior.num_components();
         let d = self.prior.dim();
         let mut means = self.prior.means.clone();
@@ -1222,7 +1239,7 @@ impl Backward {
         x: DVectorView<f64>,
         rng: &mut impl rand::Rng,
     ) -> DVector<f64> {
-        let log_w = self.marginal.log_responsibilities(x);
+        let log_w = self.marginal().log_responsibilities(x);
         let u: f64 = rng.random();
         let mut k = log_w.len() - 1;
         let mut cumulative = 0.0;
@@ -1627,22 +1644,13 @@ impl AtomCells {
             .map(|c| {
                 let start = c * CHUNK;
                 let rows = CHUNK.min(xs.nrows() - start);
-                let mut out = DMatrix::zeros(rows, d);
-                let mut worst: f64 = 0.0;
-                let mut scratch = CellScratch::default();
-                for i in 0..rows {
-                    let x = xs.row(start + i).transpose();
-                    let (mean, bound) = self.denoise_one(
-                        alpha,
-                        sigma,
-                        &x,
-                        tolerance,
-                        &mut scratch,
-                    );
-                    out.set_row(i, &mean.transpose());
-                    worst = worst.max(bound);
-                }
-                (out, worst)
+                pulp::Arch::new().dispatch(CellChunk {
+                    cells: self,
+                    block: xs.rows(start, rows),
+                    alpha,
+                    sigma,
+                    tolerance,
+                })
             })
             .collect();
         let worst = chunks.iter().map(|c| c.1).fold(0.0, f64::max);
@@ -1651,6 +1659,7 @@ impl AtomCells {
         (stack_rows(&blocks, d), worst)
     }
 
+    #[inline(always)]
     fn denoise_one(
         &self,
         alpha: f64,
@@ -1723,6 +1732,7 @@ impl AtomCells {
     }
 
     /// Appends the exact logits of the atoms of cell `c` and their indices.
+    #[inline(always)]
     fn cell_logits(
         &self,
         c: usize,
@@ -1742,6 +1752,43 @@ impl AtomCells {
     }
 }
 
+/// The truncated denoiser for a block of particles, as an operation that
+/// `pulp` compiles for the widest vector instructions available (as
+/// [`SoftmaxColumns`]): the denoised block and the largest neglected
+/// mass.
+struct CellChunk<'a> {
+    cells: &'a AtomCells,
+    block: DMatrixView<'a, f64>,
+    alpha: f64,
+    sigma: f64,
+    tolerance: f64,
+}
+
+impl pulp::WithSimd for CellChunk<'_> {
+    type Output = (DMatrix<f64>, f64);
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> (DMatrix<f64>, f64) {
+        let (rows, d) = self.block.shape();
+        let mut out = DMatrix::zeros(rows, d);
+        let mut worst: f64 = 0.0;
+        let mut scratch = CellScratch::default();
+        for i in 0..rows {
+            let x = self.block.row(i).transpose();
+            let (mean, bound) = self.cells.denoise_one(
+                self.alpha,
+                self.sigma,
+                &x,
+                self.tolerance,
+                &mut scratch,
+            );
+            out.set_row(i, &mean.transpose());
+            worst = worst.max(bound);
+        }
+        (out, worst)
+    }
+}
+
 /// Reused buffers of [`AtomCells::denoise_one`].
 #[derive(Default)]
 struct CellScratch {
@@ -1752,6 +1799,7 @@ struct CellScratch {
 
 /// `|x - alpha p|^2` from explicit differences, over eight interleaved
 /// partial sums combined in a fixed order.
+#[inline(always)]
 fn scaled_dist2(x: &[f64], p: &[f64], alpha: f64) -> f64 {
     let mut lanes = [0.0; LANES];
     let mut cx = x.chunks_exact(LANES);
@@ -2100,7 +2148,7 @@ const NEGLIGIBLE_LOG: f64 = -300.0;
 /// reorders floating-point operations, so the results are the same bits
 /// on every instruction set.
 struct SoftmaxColumns<'a> {
-    backward: &'a Backward,
+    backward: &'a Backward<'a>,
     block: DMatrixView<'a, f64>,
     logits: &'a mut DMatrix<f64>,
     offsets: &'a [f64],

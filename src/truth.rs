@@ -204,8 +204,8 @@ pub struct TruthAt<'a> {
     t: f64,
     alpha: f64,
     sigma: f64,
-    prior: Backward,
-    posterior: Backward,
+    prior: Backward<'a>,
+    posterior: Backward<'a>,
 }
 
 impl TruthAt<'_> {
@@ -250,12 +250,12 @@ impl TruthAt<'_> {
     }
 
     /// The prior's backward posterior (the exact "network").
-    pub fn prior_backward(&self) -> &Backward {
+    pub fn prior_backward(&self) -> &Backward<'_> {
         &self.prior
     }
 
     /// The posterior's backward law `p(x0 | x_t, y)`.
-    pub fn posterior_backward(&self) -> &Backward {
+    pub fn posterior_backward(&self) -> &Backward<'_> {
         &self.posterior
     }
 

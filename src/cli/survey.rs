@@ -292,7 +292,7 @@ pub fn survey(
     let times: Vec<Timed<'_>> = timed
         .iter()
         .map(|(cell, time)| Timed {
-            sampler: &rows[cell.index / cases.len()].name,
+            sampler: &cell.sampler,
             case: &cell.case,
             time: *time,
         })

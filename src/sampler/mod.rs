@@ -100,7 +100,7 @@ impl MixtureDenoiser {
         &self.prior
     }
 
-    fn backward(&self, t: f64) -> Result<Backward> {
+    fn backward(&self, t: f64) -> Result<Backward<'_>> {
         let (alpha, sigma) = self.schedule.alpha_sigma(t);
         Backward::new(&self.prior, alpha, sigma)
     }
