@@ -1,6 +1,8 @@
 //! The subcommands, one module per area.
 
+pub mod flags;
 pub mod gate;
 pub mod info;
+pub mod output;
 pub mod progress;
 pub mod survey;
