@@ -40,8 +40,8 @@
 //!
 //! The probe points let an external re-implementation of the denoiser be
 //! checked to 1e-10 before any sampling. Every error names the file, the
-//! field and the value; [`write_files`] writes nothing until every file's
-//! content is ready, and each file through a temporary name.
+//! field and the value; [`write_files`] writes every file or none, each
+//! through a temporary name.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -372,24 +372,16 @@ pub fn npy_bytes(shape: &[usize], data: &[f64]) -> Vec<u8> {
     bytes
 }
 
-/// Writes files into `dir` (created if needed), each through a temporary
-/// name renamed into place, so that no file is ever half-written.
+/// Writes files into `dir` (created if needed), all of them or none (see
+/// [`write_all`]).
 ///
 /// # Errors
 ///
 /// When the directory cannot be created or a file cannot be written.
 pub fn write_files(dir: &Path, files: &[OutputFile]) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        Error::new(
-            ErrorKind::Io,
-            format!("cannot create directory {}", dir.display()),
-        )
-        .with_source(e)
-    })?;
-    for file in files {
-        write_atomic(&dir.join(&file.name), &file.bytes)?;
-    }
-    Ok(())
+    let files: Vec<(PathBuf, &[u8])> =
+        files.iter().map(|f| (dir.join(&f.name), &f.bytes[..])).collect();
+    write_all(&files)
 }
 
 /// Writes one file through a temporary name in the same directory.
@@ -398,24 +390,109 @@ pub fn write_files(dir: &Path, files: &[OutputFile]) -> Result<()> {
 ///
 /// When the file cannot be written.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |e: std::io::Error| {
-        Error::new(ErrorKind::Io, format!("cannot write {}", path.display()))
-            .with_source(e)
-    };
+    write_all(&[(path, bytes)])
+}
+
+/// Writes every file or none.
+///
+/// Each file goes to a temporary name in its own directory (created if
+/// needed) first; only when every one of them is written are they renamed
+/// into place. When a file cannot be written, the temporary files and the
+/// directories made for them are removed, so that a failure leaves the
+/// file system as it found it. A rename that fails after the others
+/// succeeded (a race with another process) is the one case that can leave
+/// some files replaced.
+///
+/// # Errors
+///
+/// When a directory cannot be created or a file cannot be written; the
+/// message names the file.
+pub fn write_all(files: &[(impl AsRef<Path>, impl AsRef<[u8]>)]) -> Result<()> {
+    for (i, (path, _)) in files.iter().enumerate() {
+        let path = path.as_ref();
+        if files[..i].iter().any(|(p, _)| p.as_ref() == path) {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                format!("{} is to be written twice", path.display()),
+            ));
+        }
+    }
+    let mut staged: Vec<(PathBuf, &Path)> = Vec::new();
+    let mut made: Vec<PathBuf> = Vec::new();
+    let result = files.iter().try_for_each(|(path, bytes)| {
+        let path = path.as_ref();
+        let tmp = stage(path, bytes.as_ref(), &mut made)?;
+        staged.push((tmp, path));
+        Ok(())
+    });
+    let result = result.and_then(|()| {
+        staged.iter().try_for_each(|(tmp, path)| {
+            std::fs::rename(tmp, path).map_err(|e| cannot_write(path, e))
+        })
+    });
+
+    // On failure, undo what is still undoable: the temporary files left
+    // and the directories made for them, deepest first.
+    if result.is_err() {
+        for (tmp, _) in &staged {
+            let _ = std::fs::remove_file(tmp);
+        }
+        made.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for dir in &made {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+    result
+}
+
+/// Writes `bytes` to a temporary name beside `path` and returns it,
+/// adding the directories it had to make to `made`.
+fn stage(
+    path: &Path,
+    bytes: &[u8],
+    made: &mut Vec<PathBuf>,
+) -> Result<PathBuf> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(io)?;
+        // Recorded before they are made, so that a half-made chain is
+        // removed too.
+        let missing: Vec<PathBuf> = parent
+            .ancestors()
+            .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+            .filter(|a| !made.iter().any(|m| m == a))
+            .map(Path::to_path_buf)
+            .collect();
+        made.extend(missing);
+        std::fs::create_dir_all(parent).map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("cannot create directory {}", parent.display()),
+            )
+            .with_source(e)
+        })?;
+    }
+    // Renaming onto a directory would fail only after other files are in
+    // place.
+    if path.is_dir() {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!("cannot write {}: it is a directory", path.display()),
+        ));
     }
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".tmp-{}", std::process::id()));
     let tmp = path.with_file_name(name);
-    let result = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = result {
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
+        return Err(cannot_write(path, e));
     }
-    Ok(())
+    Ok(tmp)
+}
+
+fn cannot_write(path: &Path, e: std::io::Error) -> Error {
+    Error::new(ErrorKind::Io, format!("cannot write {}", path.display()))
+        .with_source(e)
 }
 
 /// Reads an NPY file of float32 or float64 values (either byte order, C
@@ -707,6 +784,39 @@ fn particle_matrix(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_all_writes_nothing_when_one_file_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("blocker");
+        std::fs::write(&blocker, "mine").unwrap();
+        let fresh = dir.path().join("fresh/deeper");
+        let files = [
+            (fresh.join("a.txt"), "a"),
+            (dir.path().join("b.txt"), "b"),
+            // A file where a directory has to be.
+            (blocker.join("c.txt"), "c"),
+        ];
+        let err = write_all(&files).unwrap_err();
+        assert!(err.to_string().contains("blocker"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec!["blocker"], "left behind: {left:?}");
+
+        // A directory where a file has to be.
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        let files =
+            [(dir.path().join("b.txt"), "b"), (dir.path().join("d"), "d")];
+        assert!(write_all(&files).is_err());
+        assert!(!dir.path().join("b.txt").exists());
+
+        let files = [(fresh.join("a.txt"), "a"), (fresh.join("e.txt"), "e")];
+        write_all(&files).unwrap();
+        assert_eq!(std::fs::read_to_string(fresh.join("e.txt")).unwrap(), "e");
+        assert_eq!(std::fs::read_dir(&fresh).unwrap().count(), 2);
+    }
 
     #[test]
     fn npy_round_trip_keeps_shape_and_values() {

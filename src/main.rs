@@ -17,8 +17,11 @@ use cli::progress::ProgressMode;
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 ok (survey: it ran, whatever it found), 1 failures found \
-(audit, check), 2 usage, 3 bad input (one line on stderr naming the file, \
-field and value).";
+(audit, check), 2 usage (a bad flag value, such as an unknown case or \
+sampler name, a bad sampler setting or an output path that cannot be \
+written), 3 bad input (a case or run file that cannot be read or is \
+invalid). Errors are one line on stderr naming the flag or file, the \
+field and the value; a failing command writes no output file.";
 
 /// Tests diffusion posterior samplers against exact posteriors.
 #[derive(Parser)]
@@ -53,6 +56,9 @@ enum Command {
         /// The sampler and its settings: name[:key=value,...].
         #[arg(long)]
         sampler: String,
+        /// Number of particles the sampler draws.
+        #[arg(long, default_value_t = 1000)]
+        particles: usize,
     },
     /// Audits samples written by an external program (a run directory of
     /// NPY files); exit 1 on any finding.
@@ -60,9 +66,14 @@ enum Command {
         #[command(flatten)]
         gate: GateArgs,
         /// The run directory: samples.npy, optional log_weights.npy,
-        /// trajectory.npy with trajectory_times.npy, run.json.
+        /// trajectory.npy with trajectory_times.npy, run.json. The particle
+        /// count is the number of samples in samples.npy: check takes no
+        /// --particles.
         #[arg(long)]
         samples: PathBuf,
+        /// Refused with a usage error rather than ignored (audit's flag).
+        #[arg(long, hide = true, allow_hyphen_values = true)]
+        particles: Option<String>,
     },
     /// Writes everything an external sampler needs: case.json, NPY arrays
     /// and probe points of the exact denoiser.
@@ -92,7 +103,8 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         times: Option<Vec<f64>>,
     },
-    /// Lists the built-in cases, one line each.
+    /// Lists the built-in cases, one line each (the full descriptions
+    /// with --format json or markdown).
     Cases,
     /// Lists the built-in samplers with their kind, one line each.
     Samplers,
@@ -104,9 +116,6 @@ pub struct GateArgs {
     /// A built-in case name or a path to a case file.
     #[arg(long)]
     case: String,
-    /// Number of particles the sampler draws (audit only).
-    #[arg(long, default_value_t = 1000)]
-    particles: usize,
     /// The run seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -166,11 +175,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Survey(args) => cli::survey::survey(&args, format, progress),
         Command::Merge(args) => cli::survey::merge(&args, format),
-        Command::Audit { gate, sampler } => {
-            cli::gate::audit(&gate, &sampler, format)
+        Command::Audit { gate, sampler, particles } => {
+            cli::gate::audit(&gate, &sampler, particles, format)
         }
-        Command::Check { gate, samples } => {
-            cli::gate::check(&gate, &samples, format)
+        Command::Check { gate, samples, particles } => {
+            cli::gate::check(&gate, &samples, particles.as_deref(), format)
         }
         Command::Export { case, out, checkpoints, seed } => {
             cli::gate::export(&case, &out, checkpoints, seed, format)

@@ -6,11 +6,12 @@ use posterior_lens::audit::Audit;
 use posterior_lens::case::Case;
 use posterior_lens::exchange::{self, OutputFile};
 use posterior_lens::report::{Failure, Report, format_time};
-use posterior_lens::sampler;
 use posterior_lens::truth::Truth;
 use posterior_lens::{Error, ErrorKind};
 use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
 
+use super::flags;
+use super::output::{self, Planned};
 use crate::{Format, GateArgs, Outcome};
 
 /// The audit's default number of reference draws (`Audit::new`).
@@ -20,29 +21,39 @@ pub const DEFAULT_REFERENCE_DRAWS: usize = 20_000;
 pub fn audit(
     args: &GateArgs,
     spec: &str,
+    particles: usize,
     format: Format,
 ) -> Result<Outcome, Error> {
-    let case = Case::load(&args.case)?;
-    let sampler = sampler::build(spec)?;
-    let audit = configure(args, &case)?.particles(args.particles);
+    check_audit_flags(args.fwer, Some(particles), args.reference_draws)?;
+    output::check(&planned_outputs(args))?;
+    let sampler = flags::sampler("--sampler", spec)?;
+    let case = flags::case("--case", &args.case)?;
+    let audit = configure(args, &case)?.particles(particles);
     let mut report = audit.run(&case, sampler.as_ref())?;
-    // A case read from a file is replayed from the same file.
-    report.replay = report.replay.replacen(
-        &format!("--case {} ", case.name),
-        &format!("--case {} ", args.case),
-        1,
-    );
+    replay_case_as_given(&mut report, &args.case);
     add_reference_draws(&mut report, args.reference_draws);
-    finish(args, &report, format)
+    finish("audit", args, &report, format)
 }
 
-/// `check --case C --samples DIR`.
+/// `check --case C --samples DIR`; `particles` is the value of the
+/// `--particles` flag that belongs to `audit`, refused here rather than
+/// ignored.
 pub fn check(
     args: &GateArgs,
     dir: &Path,
+    particles: Option<&str>,
     format: Format,
 ) -> Result<Outcome, Error> {
-    let case = Case::load(&args.case)?;
+    if let Some(value) = particles {
+        return Err(usage(format!(
+            "--particles {value}: check audits every sample in --samples \
+             (the number of samples in samples.npy); --particles is for \
+             audit"
+        )));
+    }
+    check_audit_flags(args.fwer, None, args.reference_draws)?;
+    output::check(&planned_outputs(args))?;
+    let case = flags::case("--case", &args.case)?;
     let external = exchange::read_run(dir, &case)?;
     let truth = Truth::new(&case)?;
     let audit = configure(args, &case)?;
@@ -56,7 +67,18 @@ pub fn check(
         args.seed
     );
     add_reference_draws(&mut report, args.reference_draws);
-    finish(args, &report, format)
+    finish("check", args, &report, format)
+}
+
+/// A case read from a file is replayed from the same file: the replay
+/// line names the case as given on the command line (a path) rather than
+/// by its name.
+pub fn replay_case_as_given(report: &mut Report, given: &str) {
+    report.replay = report.replay.replacen(
+        &format!("--case {} ", report.case),
+        &format!("--case {given} "),
+        1,
+    );
 }
 
 /// The replay line names the reference draws when they are not the
@@ -67,17 +89,18 @@ pub fn add_reference_draws(report: &mut Report, draws: usize) {
     }
 }
 
-/// Checks the flags every audit shares (`--fwer`, `--particles`,
-/// `--reference-draws`); a bad value is a usage error.
+/// Checks the flags every audit shares (`--fwer`, `--particles` where the
+/// command draws particles, `--reference-draws`); a bad value is a usage
+/// error.
 pub fn check_audit_flags(
     fwer: f64,
-    particles: usize,
+    particles: Option<usize>,
     reference_draws: usize,
 ) -> Result<(), Error> {
     if !(fwer > 0.0 && fwer < 1.0) {
         return Err(usage(format!("--fwer must lie in (0, 1), got {fwer}")));
     }
-    if particles < 10 {
+    if let Some(particles) = particles.filter(|&n| n < 10) {
         return Err(usage(format!(
             "--particles must be at least 10, got {particles}"
         )));
@@ -91,7 +114,6 @@ pub fn check_audit_flags(
 }
 
 fn configure(args: &GateArgs, case: &Case) -> Result<Audit, Error> {
-    check_audit_flags(args.fwer, args.particles, args.reference_draws)?;
     let mut audit = Audit::new()
         .seed(args.seed)
         .fwer(args.fwer)
@@ -128,8 +150,24 @@ fn usage(message: String) -> Error {
     Error::new(ErrorKind::Usage, message)
 }
 
+/// The files `--out` and `--junit` ask for.
+fn planned_outputs(args: &GateArgs) -> Vec<Planned<'_>> {
+    let mut planned = Vec::new();
+    if let Some(dir) = &args.out {
+        planned.extend(Planned::in_dir("--out", dir, &REPORT_FILES));
+    }
+    if let Some(path) = &args.junit {
+        planned.push(Planned::file("--junit", path));
+    }
+    planned
+}
+
+/// What `--out` writes: the report as JSON and as Markdown.
+const REPORT_FILES: [&str; 2] = ["report.json", "report.md"];
+
 /// Renders the report, writes the requested files, and gates.
 fn finish(
+    command: &str,
     args: &GateArgs,
     report: &Report,
     format: Format,
@@ -137,18 +175,17 @@ fn finish(
     // Everything is rendered before anything is written.
     let mut files = Vec::new();
     if let Some(dir) = &args.out {
+        let [json, md] = REPORT_FILES;
         files.push((
-            dir.join("report.json"),
+            dir.join(json),
             format!("{}\n", report.to_json()).into_bytes(),
         ));
-        files.push((dir.join("report.md"), report.to_markdown().into_bytes()));
+        files.push((dir.join(md), report.to_markdown().into_bytes()));
     }
     if let Some(path) = &args.junit {
         files.push((path.clone(), junit(report).into_bytes()));
     }
-    for (path, bytes) in &files {
-        exchange::write_atomic(path, bytes)?;
-    }
+    output::write(command, &files)?;
     let text = match format {
         Format::Human => report.to_text(),
         Format::Markdown => report.to_markdown(),
@@ -281,7 +318,8 @@ pub fn export(
     seed: u64,
     format: Format,
 ) -> Result<Outcome, Error> {
-    let case = Case::load(name)?;
+    output::check(&Planned::in_dir("--out", out, &["manifest.json"]))?;
+    let case = flags::case("--case", name)?;
     let checkpoints = match checkpoints {
         Some(times) => {
             check_checkpoints(&times, &case)?;

@@ -65,27 +65,22 @@ pub fn kind_name(kind: SamplerKind) -> &'static str {
 
 /// `cases`: the built-in cases, one line each.
 pub fn cases(format: Format) -> Result<String, Error> {
-    let mut rows = Vec::new();
+    let mut cases = Vec::new();
     for name in Case::builtin_names() {
-        let case = Case::builtin(name)?;
-        rows.push((
-            name,
-            case.dim(),
-            case.forward.output_dim(),
-            case.prior.num_components(),
-            case.prior.covariances().kind_name(),
-            case.description,
-        ));
+        cases.push(Case::builtin(name)?);
     }
     Ok(match format {
         Format::Json => {
-            let items: Vec<_> = rows
+            let items: Vec<_> = cases
                 .iter()
-                .map(|(name, d, m, k, kind, description)| {
+                .map(|case| {
                     json!({
-                        "name": name, "dim": d, "observation_dim": m,
-                        "components": k, "covariance": kind,
-                        "description": description,
+                        "name": case.name,
+                        "dim": case.dim(),
+                        "observation_dim": case.forward.output_dim(),
+                        "components": case.prior.num_components(),
+                        "covariance": case.prior.covariances().kind_name(),
+                        "description": case.description,
                     })
                 })
                 .collect();
@@ -93,34 +88,100 @@ pub fn cases(format: Format) -> Result<String, Error> {
         }
         Format::Markdown => {
             let mut s = String::from(
-                "| case | d | m | components | description |\n\
+                "| case | d | m | prior | description |\n\
                  |---|---|---|---|---|\n",
             );
-            for (name, d, m, k, kind, description) in &rows {
+            for case in &cases {
                 s += &format!(
-                    "| `{name}` | {d} | {m} | {k} {kind} | {description} |\n"
+                    "| `{}` | {} | {} | {} | {} |\n",
+                    case.name,
+                    case.dim(),
+                    case.forward.output_dim(),
+                    prior_summary(&case.prior),
+                    case.description.replace('|', "\\|")
                 );
             }
             s
         }
         Format::Human => {
+            // Columns two spaces apart, each as wide as its widest entry;
+            // the description's headline takes what is left of the line.
+            let rows: Vec<[String; 4]> = cases
+                .iter()
+                .map(|case| {
+                    [
+                        case.name.clone(),
+                        format!("d={}", case.dim()),
+                        format!("m={}", case.forward.output_dim()),
+                        prior_summary(&case.prior),
+                    ]
+                })
+                .collect();
+            let widths: Vec<usize> = (0..4)
+                .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+                .collect();
+            let used: usize = widths.iter().map(|w| w + 2).sum();
+            let room = LINE_WIDTH.saturating_sub(used).max(30);
             let mut s = String::new();
-            for (name, d, m, k, kind, description) in &rows {
-                s += &format!(
-                    "{name:<24} d={d:<3} m={m:<3} {k} {kind}  {}\n",
-                    first_sentence(description)
-                );
+            for (row, case) in rows.iter().zip(&cases) {
+                for (cell, width) in row.iter().zip(&widths) {
+                    s += &format!("{cell:<width$}  ");
+                }
+                s += &shorten(headline(&case.description), room);
+                s += "\n";
             }
             s
         }
     })
 }
 
-fn first_sentence(text: &str) -> &str {
-    match text.find(": ").or_else(|| text.find(". ")) {
-        Some(i) if i < 90 => &text[..i],
-        _ => text.get(..90).unwrap_or(text),
+/// The width `cases` keeps its lines to.
+const LINE_WIDTH: usize = 100;
+
+/// The prior in a few words: `3 atoms`, `1 diagonal Gaussian`,
+/// `25 isotropic Gaussians`, `2 full-covariance Gaussians`.
+fn prior_summary(prior: &Mixture) -> String {
+    let k = prior.num_components();
+    let kind = match prior.covariances() {
+        Covariances::Atoms => {
+            return format!("{k} atom{}", if k == 1 { "" } else { "s" });
+        }
+        Covariances::Isotropic(_) => "isotropic",
+        Covariances::Diagonal(_) => "diagonal",
+        Covariances::Full(_) => "full-covariance",
+    };
+    format!("{k} {kind} Gaussian{}", if k == 1 { "" } else { "s" })
+}
+
+/// What a description says before its first colon (`FSR paper 1-D
+/// Gaussian testbed: prior N(0.5, ...`), or all of it.
+fn headline(description: &str) -> &str {
+    description.split_once(": ").map_or(description, |(head, _)| head)
+}
+
+/// `text` in at most `width` characters: whole when it fits, otherwise
+/// cut after the last word that fits (without the punctuation ending it)
+/// and followed by `...`.
+fn shorten(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
     }
+    let room = width.saturating_sub(3);
+    let mut cut = 0;
+    for (count, (i, c)) in text.char_indices().enumerate() {
+        if count > room {
+            break;
+        }
+        if c == ' ' {
+            cut = i;
+        }
+    }
+    // A first word too long for the room is cut where the room ends.
+    if cut == 0 {
+        cut = text.char_indices().nth(room).map_or(text.len(), |(i, _)| i);
+    }
+    let head = text[..cut].trim_end_matches([',', ';', ':', ' ']);
+    format!("{head}...")
 }
 
 /// `truth` without `--case`: every built-in case.
@@ -146,7 +207,7 @@ pub fn truth(
     format: Format,
     times: Option<Vec<f64>>,
 ) -> Result<String, Error> {
-    let case = Case::load(name)?;
+    let case = super::flags::case("--case", name)?;
     let truth = Truth::new(&case)?;
     let schedule = truth.schedule();
     let (t_min, t_max) = schedule.time_range();
@@ -203,12 +264,11 @@ pub fn truth(
                 s += &format!("exact posterior of {}\n", case.name);
             }
             s += &format!(
-                "{}d = {}, m = {}, prior: {} {} components, log p(y) = {:.6}\n\n",
+                "{}d = {}, m = {}, prior: {}, log p(y) = {:.6}\n\n",
                 if md { "" } else { "  " },
                 case.dim(),
                 case.forward.output_dim(),
-                case.prior.num_components(),
-                case.prior.covariances().kind_name(),
+                prior_summary(&case.prior),
                 truth.log_evidence()
             );
             s += &components_table(posterior, md);
@@ -325,4 +385,24 @@ fn summary_table(
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shorten_cuts_after_a_whole_word() {
+        assert_eq!(shorten("two words", 9), "two words");
+        assert_eq!(shorten("one, two three", 12), "one, two...");
+        assert_eq!(shorten("one, two three", 10), "one...");
+        assert_eq!(shorten("unbreakable", 8), "unbre...");
+        assert_eq!(shorten("été à la plage", 11), "été à la...");
+    }
+
+    #[test]
+    fn headline_is_what_comes_before_the_first_colon() {
+        assert_eq!(headline("testbed: three atoms: more"), "testbed");
+        assert_eq!(headline("no colon here"), "no colon here");
+    }
 }

@@ -17,14 +17,15 @@ use std::time::Instant;
 use clap::Args;
 use posterior_lens::audit::{Audit, SamplerIdentity};
 use posterior_lens::case::Case;
-use posterior_lens::exchange;
 use posterior_lens::report::{Failure, Report, format_time};
 use posterior_lens::sampler::{self, Sampler, SamplerKind, Setup};
 use posterior_lens::{Error, ErrorKind};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::flags;
 use super::info::kind_name;
+use super::output::{self, Planned};
 use super::progress::{Progress, ProgressMode};
 use super::timing::{self, CellTime, Timed};
 use crate::{Format, Outcome};
@@ -201,19 +202,30 @@ pub fn survey(
 ) -> Result<Outcome, Error> {
     super::gate::check_audit_flags(
         args.fwer,
-        args.particles,
+        Some(args.particles),
         args.reference_draws,
     )?;
+    let stem = match args.shard {
+        Some(s) => format!("survey-shard-{}-of-{}", s.index, s.count),
+        None => "survey".into(),
+    };
+    output::check(&planned_outputs(&args.out, &stem))?;
 
     // Everything is resolved before anything runs: unknown cases and
-    // samplers fail fast.
-    let case_names = args.cases.clone().unwrap_or_else(standard_suite);
+    // samplers fail fast, and so does a case or sampler given twice.
+    // Entries may be spaced out after their separators (`a; b`).
+    let trimmed = |list: &Vec<String>| -> Vec<String> {
+        list.iter().map(|s| s.trim().to_string()).collect()
+    };
+    let case_names = args.cases.as_ref().map_or_else(standard_suite, trimmed);
     let cases: Vec<Case> = case_names
         .iter()
-        .map(|name| Case::load(name))
+        .map(|name| flags::case("--cases", name))
         .collect::<Result<_, _>>()?;
+    let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
+    refuse_twice("--cases", &case_names, &names, "case")?;
     let specs: Vec<String> = match &args.samplers {
-        Some(specs) => specs.clone(),
+        Some(specs) => trimmed(specs),
         // Reference samplers keep their step counts: they are the
         // yardstick, and cheap (one exact denoiser call per step).
         None => sampler::registry()
@@ -226,8 +238,10 @@ pub fn survey(
     };
     let samplers: Vec<Box<dyn Sampler>> = specs
         .iter()
-        .map(|spec| sampler::build(spec))
+        .map(|spec| flags::sampler("--samplers", spec))
         .collect::<Result<_, _>>()?;
+    let full_specs: Vec<String> = samplers.iter().map(|s| s.spec()).collect();
+    refuse_twice("--samplers", &specs, &full_specs, "sampler")?;
     let rows: Vec<SamplerRow> = specs
         .iter()
         .zip(&samplers)
@@ -267,12 +281,14 @@ pub fn survey(
         .map(|&index| {
             let sampler = samplers[index / cases.len()].as_ref();
             let case = &cases[index % cases.len()];
+            let given = &case_names[index % cases.len()];
             let mut time = CellTime::default();
             let cell = run_cell(
                 &audit,
                 args.reference_draws,
                 index,
                 case,
+                given,
                 sampler,
                 &mut time,
             );
@@ -314,11 +330,7 @@ pub fn survey(
         shard: args.shard,
         cells,
     };
-    let stem = match args.shard {
-        Some(s) => format!("survey-shard-{}-of-{}", s.index, s.count),
-        None => "survey".into(),
-    };
-    write_survey(&survey, &args.out, &stem)?;
+    write_survey("survey", &survey, &args.out, &stem)?;
     Ok(Outcome::ok(render(&survey, format)))
 }
 
@@ -326,14 +338,41 @@ fn usage(message: String) -> Error {
     Error::new(ErrorKind::Usage, message)
 }
 
+/// Refuses a value of `flag` whose key (the case name, the sampler's full
+/// spec) an earlier value has: it would run twice. `what` names the keys.
+fn refuse_twice(
+    flag: &str,
+    values: &[String],
+    keys: &[impl AsRef<str>],
+    what: &str,
+) -> Result<(), Error> {
+    for (i, key) in keys.iter().map(AsRef::as_ref).enumerate() {
+        let Some(j) = keys[..i].iter().position(|k| k.as_ref() == key) else {
+            continue;
+        };
+        let (first, again) = (&values[j], &values[i]);
+        return Err(usage(if first == again {
+            format!("{flag} {again}: given twice")
+        } else {
+            format!(
+                "{flag} {again}: given twice, as {first} too (both are \
+                 {what} {key})"
+            )
+        }));
+    }
+    Ok(())
+}
+
 /// Runs and audits one cell, telling a sampler that declines the case
-/// apart from output that cannot be audited; `time` gets the seconds of
-/// each phase.
+/// apart from output that cannot be audited; `given` is the case as the
+/// command line named it, for the replay line, and `time` gets the
+/// seconds of each phase.
 fn run_cell(
     audit: &Audit,
     audit_reference_draws: usize,
     index: usize,
     case: &Case,
+    given: &str,
     sampler: &dyn Sampler,
     time: &mut CellTime,
 ) -> Cell {
@@ -378,6 +417,7 @@ fn run_cell(
     time.audit = clock.elapsed().as_secs_f64();
     match audited {
         Ok(mut report) => {
+            super::gate::replay_case_as_given(&mut report, given);
             super::gate::add_reference_draws(
                 &mut report,
                 audit_reference_draws,
@@ -624,30 +664,37 @@ fn markdown(survey: &Survey) -> String {
     s
 }
 
+/// The files a survey writes into `dir`: `<stem>.json` and `<stem>.md`.
+fn planned_outputs<'a>(dir: &'a Path, stem: &str) -> Vec<Planned<'a>> {
+    let names = [format!("{stem}.json"), format!("{stem}.md")];
+    Planned::in_dir("--out", dir, &[&names[0], &names[1]])
+}
+
 /// Writes `<stem>.json` (the full survey with every report) and
-/// `<stem>.md` into `dir`.
-fn write_survey(survey: &Survey, dir: &Path, stem: &str) -> Result<(), Error> {
+/// `<stem>.md` into `dir`, and names them on stderr after `command`.
+fn write_survey(
+    command: &str,
+    survey: &Survey,
+    dir: &Path,
+    stem: &str,
+) -> Result<(), Error> {
     let json = serde_json::to_string_pretty(survey).expect("serialises");
     let md = markdown(survey);
-    exchange::write_files(
-        dir,
+    output::write(
+        command,
         &[
-            exchange::OutputFile {
-                name: format!("{stem}.json"),
-                bytes: format!("{json}\n").into_bytes(),
-            },
-            exchange::OutputFile {
-                name: format!("{stem}.md"),
-                bytes: md.into_bytes(),
-            },
+            (
+                dir.join(format!("{stem}.json")),
+                format!("{json}\n").into_bytes(),
+            ),
+            (dir.join(format!("{stem}.md")), md.into_bytes()),
         ],
-    )?;
-    eprintln!("survey: wrote {}", dir.join(format!("{stem}.json")).display());
-    Ok(())
+    )
 }
 
 /// `merge`.
 pub fn merge(args: &MergeArgs, format: Format) -> Result<Outcome, Error> {
+    output::check(&planned_outputs(&args.out, "survey"))?;
     let mut paths = Vec::new();
     for input in &args.inputs {
         if input.is_dir() {
@@ -730,7 +777,7 @@ pub fn merge(args: &MergeArgs, format: Format) -> Result<Outcome, Error> {
         shard: None,
         cells,
     };
-    write_survey(&merged, &args.out, "survey")?;
+    write_survey("merge", &merged, &args.out, "survey")?;
     Ok(Outcome::ok(render(&merged, format)))
 }
 

@@ -167,7 +167,9 @@ fn missing_files_and_unknown_names_are_rejected() {
         .output()
         .unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(out.status.code(), Some(3));
+    // A name that is neither a file nor a built-in case is a bad flag
+    // value (usage), not a bad input file.
+    assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("unknown case `no-such-case`"), "{stderr}");
     assert!(stderr.contains("fsr-three-atoms"), "lists the built-ins");
     let mut case = two_modes();

@@ -106,13 +106,6 @@ fn exact_run(case: &Case, dir: &Path, n: usize, shrink: f64, fortran: bool) {
 }
 
 #[test]
-fn cases_lists_the_builtin_cases() {
-    let out = run(&["cases"]);
-    assert_eq!(code(&out), 0);
-    snapshot!("cli_cases", stdout(&out));
-}
-
-#[test]
 fn samplers_lists_every_registered_sampler_with_its_kind() {
     let out = run(&["samplers"]);
     assert_eq!(code(&out), 0);
@@ -251,7 +244,7 @@ fn bad_input_gives_one_line_and_exit_3_or_2() {
     };
     let calls: Vec<(&str, Vec<String>)> = vec![
         (
-            "unknown_case",
+            "usage_unknown_case",
             vec!["truth".into(), "--case".into(), "no-such-case".into()],
         ),
         (
@@ -267,7 +260,7 @@ fn bad_input_gives_one_line_and_exit_3_or_2() {
             vec!["truth".into(), "--case".into(), path(&case_file).into()],
         ),
         (
-            "unknown_sampler",
+            "usage_unknown_sampler",
             vec![
                 "audit".into(),
                 "--case".into(),
@@ -277,7 +270,7 @@ fn bad_input_gives_one_line_and_exit_3_or_2() {
             ],
         ),
         (
-            "unknown_setting",
+            "usage_unknown_setting",
             vec![
                 "audit".into(),
                 "--case".into(),
@@ -287,7 +280,7 @@ fn bad_input_gives_one_line_and_exit_3_or_2() {
             ],
         ),
         (
-            "bad_setting_value",
+            "usage_bad_setting_value",
             vec![
                 "audit".into(),
                 "--case".into(),
@@ -636,4 +629,232 @@ fn export_replaces_an_earlier_export_and_refuses_other_directories() {
     assert_eq!(code(&out), 3);
     assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
     assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1);
+}
+
+/// The lines on stderr, checked to be exactly one error line.
+fn one_error_line(out: &Output) -> String {
+    let err = stderr(out);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    err
+}
+
+/// `audit` of the exact sampler on a Gaussian case, quick to run, with
+/// `extra` flags.
+fn quick_audit(extra: &[&str]) -> Output {
+    let mut args = vec![
+        "audit",
+        "--case",
+        "fsr-gaussian-1d",
+        "--sampler",
+        "exact:steps=10",
+        "--particles",
+        "100",
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+/// A survey of `samplers` on `cases` with few particles, written to
+/// `out_dir`.
+fn quick_survey(out_dir: &Path, cases: &str, samplers: &str) -> Output {
+    run(&[
+        "survey",
+        "--cases",
+        cases,
+        "--samplers",
+        samplers,
+        "--particles",
+        "100",
+        "--progress",
+        "none",
+        "--out",
+        path(out_dir),
+    ])
+}
+
+#[test]
+fn a_failing_output_path_leaves_no_partial_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("report");
+    let junit_dir = dir.path().join("junit-is-a-directory");
+    std::fs::create_dir_all(&junit_dir).unwrap();
+    let out =
+        quick_audit(&["--out", path(&out_dir), "--junit", path(&junit_dir)]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = one_error_line(&out);
+    assert!(err.contains("--junit") && err.contains(path(&junit_dir)), "{err}");
+    assert!(out.stdout.is_empty());
+    assert!(!out_dir.exists(), "--out was written before the error");
+
+    // A file in the way of --out: refused before the survey runs.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "mine").unwrap();
+    for out_dir in [file.clone(), file.join("below")] {
+        let out = quick_survey(&out_dir, "fsr-gaussian-1d", "exact:steps=10");
+        assert_eq!(code(&out), 2, "{}", stderr(&out));
+        let err = one_error_line(&out);
+        assert!(err.contains("--out") && err.contains(path(&file)), "{err}");
+        assert!(!err.contains("cells in"), "the survey ran: {err}");
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+
+    // --junit naming one of the files --out writes.
+    let clash = out_dir.join("report.json");
+    let out = quick_audit(&["--out", path(&out_dir), "--junit", path(&clash)]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = one_error_line(&out);
+    assert!(err.contains("--junit") && err.contains("report.json"), "{err}");
+    assert!(!out_dir.exists());
+}
+
+#[test]
+fn check_refuses_particles_it_would_ignore() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = Case::builtin("fsr-two-modes-1d").unwrap();
+    let run_dir = dir.path().join("run");
+    exact_run(&case, &run_dir, 200, 1.0, false);
+    let out = run(&[
+        "check",
+        "--case",
+        "fsr-two-modes-1d",
+        "--samples",
+        path(&run_dir),
+        "--particles",
+        "50",
+    ]);
+    assert_eq!(code(&out), 2, "{}", stdout(&out));
+    let err = one_error_line(&out);
+    assert!(err.contains("--particles 50"), "{err}");
+    assert!(out.stdout.is_empty());
+    let help = stdout(&run(&["check", "--help"]));
+    assert!(help.contains("number of samples in samples.npy"), "{help}");
+}
+
+#[test]
+fn sampler_setting_errors_are_usage_errors() {
+    let audit = |spec: &str| {
+        run(&["audit", "--case", "fsr-gaussian-1d", "--sampler", spec])
+    };
+    for spec in ["dps:zeta=abc", "dps:scale=abc", "exact:eta=2", "nope"] {
+        let out = audit(spec);
+        assert_eq!(code(&out), 2, "{spec}: {}", stderr(&out));
+        let err = one_error_line(&out);
+        assert!(err.contains(&format!("--sampler {spec}")), "{err}");
+    }
+    let out = run(&["survey", "--samplers", "exact;dps:zeta=abc"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = one_error_line(&out);
+    assert!(err.contains("--samplers dps:zeta=abc"), "{err}");
+    // An unknown case name is a bad flag value too; a bad file is input.
+    let out = run(&["truth", "--case", "no-such-case"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(one_error_line(&out).contains("--case no-such-case"));
+    let out = run(&["truth", "--case", "/no/such/case.json"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+}
+
+#[test]
+fn survey_refuses_duplicate_samplers_and_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("survey");
+    let calls = [
+        ("fsr-gaussian-1d", "exact:steps=10;exact:steps=10", "exact:steps=10"),
+        // The same sampler, spelled with and without its default setting.
+        ("fsr-gaussian-1d", "exact;exact:eta=1", "exact:eta=1"),
+        (
+            "fsr-gaussian-1d,fsr-gaussian-1d",
+            "exact:steps=10",
+            "fsr-gaussian-1d",
+        ),
+    ];
+    for (cases, samplers, duplicate) in calls {
+        let out = quick_survey(&out_dir, cases, samplers);
+        assert_eq!(code(&out), 2, "{cases} / {samplers}: {}", stderr(&out));
+        let err = one_error_line(&out);
+        assert!(err.contains(duplicate), "{err}");
+        assert!(err.contains("twice"), "{err}");
+    }
+    assert!(!out_dir.exists());
+}
+
+#[test]
+fn survey_replay_names_the_case_file_as_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let case_dir = dir.path().join("case");
+    let case = "fsr-two-modes-1d";
+    let out = run(&["export", "--case", case, "--out", path(&case_dir)]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let case_file = case_dir.join("case.json");
+    let survey_dir = dir.path().join("survey");
+    let out = quick_survey(&survey_dir, path(&case_file), "score:steps=2");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = std::fs::read_to_string(survey_dir.join("survey.json")).unwrap();
+    let survey: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let replay = survey["cells"][0]["replay"].as_str().unwrap().to_string();
+    assert!(
+        replay.contains(&format!("--case {} ", path(&case_file))),
+        "{replay}"
+    );
+    assert!(stdout(&out).contains(&replay), "{}", stdout(&out));
+
+    // The replay command runs and finds the same failure.
+    let args: Vec<&str> = replay.split(' ').collect();
+    assert_eq!(args[0], "posterior-lens");
+    let out = run(&args[1..]);
+    assert_eq!(code(&out), 1, "{replay}: {}", stderr(&out));
+}
+
+#[test]
+fn survey_names_every_file_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("survey");
+    let out = quick_survey(&out_dir, "fsr-gaussian-1d", "exact:steps=10");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    let written: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    assert_eq!(written.len(), 2, "{written:?}");
+    for file in &written {
+        assert!(err.contains(file.as_str()), "{file} not named: {err}");
+    }
+}
+
+#[test]
+fn cases_listing_is_aligned_and_cut_at_a_word() {
+    let out = run(&["cases"]);
+    assert_eq!(code(&out), 0);
+    let text = stdout(&out);
+    snapshot!("cli_cases", text.as_str());
+    let builtins = Case::builtin_names();
+    assert_eq!(text.lines().count(), builtins.len());
+    let mut column = None;
+    for (line, name) in text.lines().zip(&builtins) {
+        assert!(line.chars().count() <= 100, "too wide: {line}");
+        assert!(!line.contains("atoms components"), "{line}");
+        // Columns are set apart by two spaces or more, and every column
+        // starts where the one above it starts.
+        let bytes = line.as_bytes();
+        let starts: Vec<usize> = (2..bytes.len())
+            .filter(|&i| &bytes[i - 2..i] == b"  " && bytes[i] != b' ')
+            .take(4)
+            .collect();
+        assert_eq!(*column.get_or_insert(starts.clone()), starts, "{line}");
+        let description = Case::builtin(name).unwrap().description;
+        let shown = &line[starts[3]..];
+        match shown.strip_suffix("...") {
+            Some(cut) => {
+                assert!(description.starts_with(cut), "{line}");
+                // The word cut after may lose its comma or colon.
+                let rest = description[cut.len()..]
+                    .trim_start_matches([',', ':', ';']);
+                assert!(rest.starts_with(' '), "cut inside a word: {line}");
+            }
+            None => assert!(description.starts_with(shown), "{line}"),
+        }
+    }
+    let out = run(&["truth", "--case", "fsr-three-atoms"]);
+    assert!(!stdout(&out).contains("atoms components"), "{}", stdout(&out));
 }
