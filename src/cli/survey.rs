@@ -308,7 +308,7 @@ pub fn survey(
     let times: Vec<Timed<'_>> = timed
         .iter()
         .map(|(cell, time)| Timed {
-            sampler: &cell.sampler,
+            sampler: &rows[cell.index / cases.len()].spec,
             case: &cell.case,
             time: *time,
         })
