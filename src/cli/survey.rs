@@ -64,8 +64,8 @@ pub struct SurveyArgs {
     #[arg(long, default_value_t = DEFAULT_REFERENCE_DRAWS)]
     reference_draws: usize,
     /// The most steps (or annealing levels) a built-in sampler under test
-    /// or broken sampler takes, so that the survey finishes in about two
-    /// minutes on two cores; 0 keeps the published step counts. Reference
+    /// or broken sampler takes, so that the survey finishes in about a
+    /// minute on two cores; 0 keeps the published step counts. Reference
     /// samplers, and samplers given with --samplers, keep their settings.
     #[arg(long, default_value_t = DEFAULT_MAX_STEPS)]
     max_steps: usize,
