@@ -1374,6 +1374,75 @@ impl<'a> Backward<'a> {
         (stack_rows(&denoised, d), stack_rows(&jvp, d))
     }
 
+    /// The denoiser and, for every row `x_i` of `xs`, the Jacobian-vector
+    /// products `(dD/dx)(x_i) u_j` with every row `u_j` of `us`, stacked so
+    /// that rows `i m .. (i + 1) m` belong to particle `i`. For atoms one
+    /// softmax per particle serves all `m` directions, and `X U^T` is
+    /// formed once:
+    ///
+    /// ```text
+    /// Cov U^T = X^T (w ∘ (X U^T)) - D (U D)^T
+    /// ```
+    ///
+    /// Other components go particle by particle through
+    /// [`Backward::denoise_and_jvp_batch`] on repeated rows.
+    ///
+    /// # Panics
+    ///
+    /// When `xs` and `us` differ in their number of columns.
+    pub fn denoise_and_jvps_batch(
+        &self,
+        xs: &DMatrix<f64>,
+        us: &DMatrix<f64>,
+    ) -> (DMatrix<f64>, DMatrix<f64>) {
+        assert_eq!(xs.ncols(), us.ncols(), "denoise_and_jvps_batch: shapes");
+        let (n, d, m) = (xs.nrows(), xs.ncols(), us.nrows());
+        if m == 0 {
+            return (self.denoise_batch(xs), DMatrix::zeros(0, d));
+        }
+        if !matches!(self.gains, Gains::Atoms) {
+            let repeated = DMatrix::from_fn(n * m, d, |r, j| xs[(r / m, j)]);
+            let directions = DMatrix::from_fn(n * m, d, |r, j| us[(r % m, j)]);
+            let (denoised, jvp) =
+                self.denoise_and_jvp_batch(&repeated, &directions);
+            let denoised = DMatrix::from_fn(n, d, |i, j| denoised[(i * m, j)]);
+            return (denoised, jvp);
+        }
+        let atoms = &self.prior.means;
+        let factor = self.alpha / (self.sigma * self.sigma);
+        let along = atoms * us.transpose(); // K x m
+        let pairs: Vec<(DMatrix<f64>, DMatrix<f64>)> = (0..n.div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|c| {
+                let start = c * CHUNK;
+                let rows = CHUNK.min(n - start);
+                let weights = self.atom_weights(xs.rows(start, rows));
+                let denoised_t = atoms.transpose() * &weights; // d x rows
+                let mut jvp = DMatrix::zeros(rows * m, d);
+                let mut weighted = along.clone();
+                for i in 0..rows {
+                    let w = weights.column(i);
+                    for (mut column, source) in
+                        weighted.column_iter_mut().zip(along.column_iter())
+                    {
+                        column.zip_zip_apply(&source, &w, |v, a, w| *v = a * w);
+                    }
+                    let mut cov = atoms.transpose() * &weighted; // d x m
+                    let mean = denoised_t.column(i);
+                    let projections = us * mean; // m
+                    for (j, mut column) in cov.column_iter_mut().enumerate() {
+                        column.axpy(-projections[j], &mean, 1.0);
+                    }
+                    jvp.rows_mut(i * m, m)
+                        .copy_from(&(cov.transpose() * factor));
+                }
+                (denoised_t.transpose(), jvp)
+            })
+            .collect();
+        let (denoised, jvp): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+        (stack_rows(&denoised, d), stack_rows(&jvp, d))
+    }
+
     /// The softmax weights of the atoms for a block of particles, one
     /// column per particle (`K x rows`).
     ///

@@ -72,6 +72,35 @@ pub trait Denoiser: Sync {
         let _ = vs;
         Ok((self.denoise(xs, t)?, None))
     }
+
+    /// `D(x_t, t)` and, for every row `x_i` of `xs`, the products
+    /// `u_j^T dD/dx (x_i)` with every row `u_j` of `us` (the same `m`
+    /// cotangents at every particle, e.g. the rows of `A`), stacked so
+    /// that rows `i m .. (i + 1) m` belong to particle `i`. The default
+    /// repeats each particle `m` times through
+    /// [`Denoiser::denoise_with_vjp`]; a denoiser that can share work
+    /// across the cotangents overrides it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Denoiser::denoise`].
+    fn denoise_with_vjps(
+        &self,
+        xs: &DMatrix<f64>,
+        t: f64,
+        us: &DMatrix<f64>,
+    ) -> Result<(DMatrix<f64>, Option<DMatrix<f64>>)> {
+        let (n, d, m) = (xs.nrows(), xs.ncols(), us.nrows());
+        if m == 0 {
+            return Ok((self.denoise(xs, t)?, Some(DMatrix::zeros(0, d))));
+        }
+        let repeated = DMatrix::from_fn(n * m, d, |row, j| xs[(row / m, j)]);
+        let cotangents = DMatrix::from_fn(n * m, d, |row, j| us[(row % m, j)]);
+        let (denoised, products) =
+            self.denoise_with_vjp(&repeated, t, &cotangents)?;
+        let denoised = DMatrix::from_fn(n, d, |i, j| denoised[(i * m, j)]);
+        Ok((denoised, products))
+    }
 }
 
 /// The exact denoiser of a mixture prior under a schedule.
@@ -124,6 +153,19 @@ impl Denoiser for MixtureDenoiser {
         let backward = self.backward(t)?;
         let (denoised, vjp) = backward.denoise_and_jvp_batch(xs, vs);
         Ok((denoised, Some(vjp)))
+    }
+
+    /// One softmax per particle for all the cotangents (the Jacobian is
+    /// symmetric, so these are Jacobian-vector products).
+    fn denoise_with_vjps(
+        &self,
+        xs: &DMatrix<f64>,
+        t: f64,
+        us: &DMatrix<f64>,
+    ) -> Result<(DMatrix<f64>, Option<DMatrix<f64>>)> {
+        let backward = self.backward(t)?;
+        let (denoised, products) = backward.denoise_and_jvps_batch(xs, us);
+        Ok((denoised, Some(products)))
     }
 }
 

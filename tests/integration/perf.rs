@@ -50,6 +50,35 @@ fn optimised_atom_denoiser_matches_the_reference_path() {
 }
 
 #[test]
+fn shared_direction_jacobian_products_match_one_product_per_row() {
+    // TMPD's products: every row of A at every particle, from one softmax
+    // per particle, against one (particle, direction) pair per row.
+    let (case, posterior) = digits_posterior();
+    let a = case.forward.matrix().unwrap();
+    let m = a.nrows();
+    assert!(m > 1);
+    // The prior's denoiser (what TMPD calls) has a wide covariance; the
+    // posterior's is nearly a point mass.
+    for (t, target) in [(0.9, &case.prior), (0.1, &case.prior)]
+        .into_iter()
+        .chain([(0.3, &posterior), (1e-3, &case.prior)])
+    {
+        let (alpha, sigma) = case.schedule.alpha_sigma(t);
+        let backward = Backward::new(target, alpha, sigma).unwrap();
+        let xs = target.noised(alpha, sigma).sample(67, 9);
+        let (denoised, shared) = backward.denoise_and_jvps_batch(&xs, &a);
+        let repeated = DMatrix::from_fn(67 * m, 64, |r, j| xs[(r / m, j)]);
+        let directions = DMatrix::from_fn(67 * m, 64, |r, j| a[(r % m, j)]);
+        let (_, one_by_one) =
+            backward.denoise_and_jvp_batch(&repeated, &directions);
+        let gap = relative_gap(&shared, &one_by_one);
+        assert!(gap < 1e-10, "t = {t}: products differ by {gap:e}");
+        let gap = relative_gap(&denoised, &backward.denoise_batch(&xs));
+        assert!(gap < 1e-12, "t = {t}: denoisers differ by {gap:e}");
+    }
+}
+
+#[test]
 fn cell_truncation_stays_within_the_reported_bound() {
     let (case, posterior) = digits_posterior();
     let cells = AtomCells::new(&posterior).unwrap();

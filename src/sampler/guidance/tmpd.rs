@@ -82,19 +82,14 @@ impl Method for Tmpd {
         let (n, d, m) = (xs.nrows(), xs.ncols(), a.nrows());
 
         // Row i m + k: particle i with the cotangent e_k^T A.
-        let repeated = DMatrix::from_fn(n * m, d, |row, j| xs[(row / m, j)]);
-        let cotangents = DMatrix::from_fn(n * m, d, |row, j| a[(row % m, j)]);
-        let (denoised_rep, products) = problem.denoiser.denoise_with_vjp(
-            &repeated,
-            step.t,
-            &cotangents,
-        )?;
+        // One denoiser call for every row of A at every particle.
+        let (denoised, products) =
+            problem.denoiser.denoise_with_vjps(xs, step.t, &a)?;
         let a_jac = products.ok_or_else(|| {
             Error::invalid(
                 "sampler tmpd needs vector-Jacobian products of the denoiser",
             )
         })?;
-        let denoised = DMatrix::from_fn(n, d, |i, j| denoised_rep[(i * m, j)]);
         let r = residuals(problem, &denoised);
 
         // Per particle: f = (ratio A J A^T + sigma_y^2 I)^{-1} r and
