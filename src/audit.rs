@@ -409,6 +409,12 @@ impl Audit {
         let label = |e: Error| e.context(format!("at t = {}", format_time(t)));
 
         // Spread and omnibus tests along each direction.
+        let size = match weights {
+            Some(w) => stats::effective_sample_size(w).map_err(label)?,
+            None => states.nrows() as f64,
+        };
+        let target_weights: Vec<f64> =
+            target.weights().iter().copied().collect();
         let mut spread = Vec::new();
         let mut omnibus = Vec::new();
         for (name, u) in
@@ -420,9 +426,19 @@ impl Audit {
             if var <= 1e-300 {
                 continue;
             }
+            let mean = law.mean();
+            let contributions: Vec<f64> = target_weights
+                .iter()
+                .zip(law.means.iter().zip(&law.variances))
+                .map(|(w, (m, v))| w * ((m - mean).powi(2) + v))
+                .collect();
             let test =
                 stats::variance_test(&projected, weights, var, mu4, level)
                     .map_err(label)?;
+            let test = undecided_if_rare(
+                test,
+                rare_share(&target_weights, &contributions, size),
+            );
             spread.push(spread_entry(name.clone(), test));
             if !target.is_atomic() {
                 let cdf = |x: f64| law.cdf(x);
@@ -449,7 +465,15 @@ impl Audit {
                 states, weights, &target, &reference, level,
             )
             .map_err(label)?;
-            spread.push(spread_entry("total".into(), test));
+            let share = rare_share(
+                &target_weights,
+                &total_contributions(&target),
+                size,
+            );
+            spread.push(spread_entry(
+                "total".into(),
+                undecided_if_rare(test, share),
+            ));
         }
 
         // Cells: the target's components, by largest responsibility.
@@ -785,6 +809,70 @@ impl CheckpointReport {
             u.p_adjusted = take();
         }
     }
+}
+
+/// Components expected to hold fewer particles than this are rare.
+const RARE_COUNT: f64 = 5.0;
+/// The largest share of a variance that rare components may carry for a
+/// spread test along it to decide anything.
+const RARE_SHARE: f64 = 0.1;
+
+/// The share of a variance, given each component's contribution to it,
+/// carried by components expected to hold fewer than [`RARE_COUNT`] of
+/// `size` particles.
+fn rare_share(weights: &[f64], contributions: &[f64], size: f64) -> f64 {
+    let total: f64 = contributions.iter().sum();
+    let rare: f64 = weights
+        .iter()
+        .zip(contributions)
+        .filter(|(w, _)| *w * size < RARE_COUNT)
+        .map(|(_, c)| c)
+        .sum();
+    if total > 0.0 { rare / total } else { 0.0 }
+}
+
+/// Each component's contribution to the total variance of `target`:
+/// `pi_k (|mu_k - m|^2 + tr Sigma_k)`.
+fn total_contributions(target: &Mixture) -> Vec<f64> {
+    let mean = target.mean();
+    let d = target.dim() as f64;
+    target
+        .weights()
+        .iter()
+        .enumerate()
+        .map(|(k, w)| {
+            let spread =
+                (target.means().row(k).transpose() - &mean).norm_squared();
+            let trace = match target.covariances() {
+                Covariances::Atoms => 0.0,
+                Covariances::Isotropic(v) => d * v[k],
+                Covariances::Diagonal(v) => v.row(k).sum(),
+                Covariances::Full(c) => c[k].trace(),
+            };
+            w * (spread + trace)
+        })
+        .collect()
+}
+
+/// A sample variance is a sum dominated by rare events when components
+/// that few or no particles are expected to visit carry much of the
+/// variance: its law is then far from the normal approximation of the
+/// spread tests (a sample that, as expected, misses a distant component
+/// of weight 1e-4 looks far too narrow). Such a test is kept in the
+/// report, marked undecided, with p = 1; the mode and unsupported-mass
+/// tests judge the rare components.
+fn undecided_if_rare(mut test: TestOutcome, share: f64) -> TestOutcome {
+    if share > RARE_SHARE {
+        test.method = format!(
+            "{}; undecided: components expected to hold fewer than {} \
+             particles carry {:.0}% of this variance",
+            test.method,
+            RARE_COUNT,
+            100.0 * share
+        );
+        test.p_value = 1.0;
+    }
+    test
 }
 
 fn spread_entry(direction: String, test: TestOutcome) -> Spread {

@@ -620,10 +620,14 @@ impl Schedule {
                     "log-snr grid needs finite log_snr at t_min {t_min} \
                      and t_max {t_max}, got {l_hi} and {l_lo}"
                 );
-                for i in 0..=steps {
+                // The ends are t_max and t_min themselves: inverting their
+                // rounded noise levels can land an ulp outside the range.
+                times.push(t_max);
+                for i in 1..steps {
                     let l = l_lo + (i as f64 / n) * (l_hi - l_lo);
                     times.push(self.time_for_ve_sigma((-0.5 * l).exp())?);
                 }
+                times.push(t_min);
             }
             Spacing::Karras { rho } => {
                 ensure!(
@@ -636,10 +640,12 @@ impl Schedule {
                     a.is_finite(),
                     "karras grid needs a finite ve_sigma at t_max {t_max}"
                 );
-                for i in 0..=steps {
+                times.push(t_max);
+                for i in 1..steps {
                     let s = (a + (i as f64 / n) * (b - a)).powf(rho);
                     times.push(self.time_for_ve_sigma(s)?);
                 }
+                times.push(t_min);
             }
         }
         times[0] = t_max;

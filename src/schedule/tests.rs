@@ -351,3 +351,25 @@ fn validate_names_field_and_value() {
         assert_eq!(schedule.validate().unwrap_err().to_string(), expected);
     }
 }
+
+#[test]
+fn grids_reach_the_ends_of_the_time_range() {
+    // The ends' noise levels, inverted, can land an ulp outside the range
+    // (the DDPM cosine schedule at t = 1 did).
+    for schedule in all_families() {
+        let (_, hi) = schedule.time_range();
+        let t_min = schedule.default_t_min();
+        if !schedule.log_snr(hi).is_finite() {
+            continue;
+        }
+        for spacing in [Spacing::LogSnr, Spacing::Karras { rho: 7.0 }] {
+            for steps in [1, 2, 50, 1000] {
+                let grid = schedule.grid(steps, t_min, hi, spacing);
+                let grid = grid.unwrap_or_else(|e| {
+                    panic!("{schedule:?} {spacing:?} {steps}: {e}")
+                });
+                assert_eq!((grid[0], grid[steps]), (hi, t_min));
+            }
+        }
+    }
+}
