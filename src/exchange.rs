@@ -714,6 +714,16 @@ fn read_trajectory(
                 times_path.display()
             )));
         }
+        if i > 0 && t >= times.data[i - 1] {
+            return Err(Error::invalid(format!(
+                "{}: trajectory_times[{i}] is {t}, not below \
+                 trajectory_times[{}] = {}: the times must decrease, from \
+                 noise towards data",
+                times_path.display(),
+                i - 1,
+                times.data[i - 1]
+            )));
+        }
     }
     let t_count = times.shape[0];
     let states = read_npy(states_path)?;

@@ -584,6 +584,18 @@ fn check_reads_a_trajectory_and_tests_its_checkpoints() {
     let report: Report = serde_json::from_slice(&out.stdout).unwrap();
     let t: Vec<f64> = report.checkpoints.iter().map(|c| c.t).collect();
     assert_eq!(t, vec![0.8, 0.2, 0.0]);
+
+    // Times in the wrong order are bad input, not a failed audit.
+    write_npy(&run_dir.join("trajectory_times.npy"), &[2], &[0.2, 0.8]);
+    let samples = path(&run_dir);
+    let out =
+        run(&["check", "--case", "fsr-two-modes-1d", "--samples", samples]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("trajectory_times[1] is 0.8, not below"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
