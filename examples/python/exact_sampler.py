@@ -56,6 +56,8 @@ class Mixture:
         self.log_weights[weights <= 0] = -np.inf
         self.means = means
         self.covariances = covariances
+        # A training set: every component a point mass.
+        self.atoms = not np.any(covariances)
 
     def condition(self, A, bias, y, noise_std):
         """Bayes' rule under y = A x0 + bias + N(0, noise_std^2 I)."""
@@ -87,16 +89,37 @@ class Mixture:
         covs = S - alpha**2 * S @ np.linalg.solve(C, S)
         return log_r, means, covs
 
+    def atom_log_responsibilities(self, x, alpha, sigma):
+        """For a training set, p(x0 | x_t = x) puts weight resp_k(x) on
+        atom k: log-responsibilities (n, K) from squared distances through
+        one matrix product, without (n, K, d) temporaries."""
+        sq = (
+            (x * x).sum(axis=1)[:, None]
+            - 2.0 * alpha * x @ self.means.T
+            + alpha**2 * (self.means**2).sum(axis=1)[None, :]
+        )
+        log_r = self.log_weights[None, :] - 0.5 * sq / sigma**2
+        log_r -= log_r.max(axis=1, keepdims=True)
+        log_r -= np.log(np.exp(log_r).sum(axis=1, keepdims=True))
+        return log_r
+
     def denoise(self, x, alpha, sigma):
+        if self.atoms:
+            return np.exp(self.atom_log_responsibilities(x, alpha, sigma)) @ self.means
         log_r, means, _ = self.backward(x, alpha, sigma)
         return np.einsum("nk,nkd->nd", np.exp(log_r), means)
 
     def sample_backward(self, x, alpha, sigma, rng):
         """x0 ~ p(x0 | x_t = x) for every row of x."""
-        log_r, means, covs = self.backward(x, alpha, sigma)
+        if self.atoms:
+            log_r = self.atom_log_responsibilities(x, alpha, sigma)
+        else:
+            log_r, means, covs = self.backward(x, alpha, sigma)
         probs = np.exp(log_r)
         u = rng.random((x.shape[0], 1))
         k = np.minimum((probs.cumsum(axis=1) < u).sum(axis=1), probs.shape[1] - 1)
+        if self.atoms:
+            return self.means[k]
         roots = psd_sqrt(covs)
         z = rng.standard_normal(x.shape)
         n = np.arange(x.shape[0])
@@ -106,8 +129,10 @@ class Mixture:
         """Draws of alpha x0 + sigma eps, x0 from the mixture."""
         probs = np.exp(self.log_weights - self.log_weights.max())
         k = rng.choice(len(probs), size=n, p=probs / probs.sum())
-        z = rng.standard_normal((n, self.means.shape[1]))
-        x0 = self.means[k] + np.einsum("nij,nj->ni", psd_sqrt(self.covariances)[k], z)
+        x0 = self.means[k]
+        if not self.atoms:
+            z = rng.standard_normal((n, self.means.shape[1]))
+            x0 = x0 + np.einsum("nij,nj->ni", psd_sqrt(self.covariances)[k], z)
         return alpha * x0 + sigma * rng.standard_normal(x0.shape)
 
 
