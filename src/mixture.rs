@@ -1992,8 +1992,8 @@ fn ensure_evidence(log_evidence: f64) -> Result<()> {
         Ok(())
     } else {
         Err(Error::numerical(format!(
-            "the observation has zero likelihood under every component \
-             (log-evidence {log_evidence})"
+            "observation: zero likelihood under every component \
+             (log-evidence {log_evidence}); is it on the scale of A x0?"
         )))
     }
 }

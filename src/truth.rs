@@ -458,10 +458,17 @@ pub fn condition(
         return mixture.condition_on_coordinates(&keep, noise_std, &shifted);
     }
     let Some(matrix) = forward.matrix() else {
-        return Err(Error::invalid(
-            "a nonlinear forward model needs a prior of atoms (an empirical \
-             prior); its posterior is not a Gaussian mixture otherwise",
-        ));
+        return Err(Error::invalid(format!(
+            "forward {}: a nonlinear forward model needs a prior of atoms \
+             (an empirical prior), got {} components of kind {}; its \
+             posterior is not a Gaussian mixture otherwise",
+            match forward.operator() {
+                Operator::Nonlinear(map) => map.name(),
+                _ => "operator",
+            },
+            mixture.num_components(),
+            mixture.covariances().kind_name()
+        )));
     };
     mixture.condition(&matrix, None, noise_std, &shifted)
 }
