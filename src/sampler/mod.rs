@@ -43,6 +43,16 @@ mod spectral;
 
 pub use exact::{ExactTransition, ScoreSampler};
 
+/// The error of a sampler declining a problem it does not apply to (`fsr`
+/// without a training set, an SVD method with a nonlinear forward model).
+/// The sampler and the case do not go together, so it is a usage error.
+/// `needs` says what the sampler needs (`needs the SVD of A`) without
+/// naming the sampler: whoever runs it names it (the audit prefixes
+/// `sampler NAME: `, the survey lists the cell).
+pub(crate) fn declined(needs: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Usage, needs)
+}
+
 /// The prior's denoiser `D(x_t, t) = E[x0 | x_t]`, the "network" a sampler
 /// calls, as a batched function (rows of `xs` are particles).
 pub trait Denoiser: Sync {
