@@ -120,7 +120,8 @@ pub struct GateArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Checkpoint times, decreasing and comma separated; 0.8, 0.5, 0.2 and
-    /// 0.05 of the schedule's end time otherwise.
+    /// 0.05 of the schedule's end time otherwise. Audit only: check tests
+    /// the trajectory times in --samples and refuses this flag.
     #[arg(long, value_delimiter = ',')]
     checkpoints: Option<Vec<f64>>,
     /// Family-wise false-alarm rate of the audit (Holm).
