@@ -14,7 +14,11 @@
 //! Samplers are named and configured with `key=value` settings, the same
 //! form as on the command line (`dps:scale=0.5,form=sigma`); each carries
 //! its published defaults and documents its approximation of `p(y | x_t)`,
-//! its update rule and its source.
+//! its update rule and its source. `posterior-lens samplers` lists every
+//! sampler with its settings at their defaults. The samplers live in
+//! private submodules (`exact`, `guidance`, `spectral`, `smc`, `broken`),
+//! reached through [`registry`] and [`build`]; their documentation is
+//! rendered by `cargo doc --document-private-items`.
 //!
 //! Randomness: every random number comes from the run seed, through
 //! streams keyed by (purpose, step, chunk of [`CHUNK`] particles), so a run

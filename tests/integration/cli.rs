@@ -617,15 +617,7 @@ fn check_reads_a_trajectory_and_tests_its_checkpoints() {
     }
     write_npy(&run_dir.join("trajectory.npy"), &[2, 300, 1], &states);
     write_npy(&run_dir.join("trajectory_times.npy"), &[2], &times);
-    let out = run(&[
-        "check",
-        "--case",
-        "fsr-two-modes-1d",
-        "--samples",
-        path(&run_dir),
-        "--format",
-        "json",
-    ]);
+    let out = check_two_modes(&run_dir, &["--format", "json"]);
     assert_eq!(code(&out), 0, "{}", stdout(&out));
     let report: Report = serde_json::from_slice(&out.stdout).unwrap();
     let t: Vec<f64> = report.checkpoints.iter().map(|c| c.t).collect();
@@ -676,6 +668,15 @@ fn export_replaces_an_earlier_export_and_refuses_other_directories() {
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
     assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1);
+}
+
+/// `check` of the run directory `run_dir` on `fsr-two-modes-1d`, with
+/// `extra` flags.
+fn check_two_modes(run_dir: &Path, extra: &[&str]) -> Output {
+    let mut args =
+        vec!["check", "--case", "fsr-two-modes-1d", "--samples", path(run_dir)];
+    args.extend_from_slice(extra);
+    run(&args)
 }
 
 /// The lines on stderr, checked to be exactly one error line.
@@ -756,48 +757,26 @@ fn a_failing_output_path_leaves_no_partial_outputs() {
 }
 
 #[test]
-fn check_refuses_particles_it_would_ignore() {
+fn check_refuses_audit_flags_it_would_ignore() {
     let dir = tempfile::tempdir().unwrap();
     let case = Case::builtin("fsr-two-modes-1d").unwrap();
     let run_dir = dir.path().join("run");
     exact_run(&case, &run_dir, 200, 1.0, false);
-    let out = run(&[
-        "check",
-        "--case",
-        "fsr-two-modes-1d",
-        "--samples",
-        path(&run_dir),
-        "--particles",
-        "50",
-    ]);
-    assert_eq!(code(&out), 2, "{}", stdout(&out));
-    let err = one_error_line(&out);
-    assert!(err.contains("--particles 50"), "{err}");
-    assert!(out.stdout.is_empty());
+    // --particles: the count is that of samples.npy; --checkpoints: the
+    // times are those of the run's trajectory.
+    for (flag, value, why) in [
+        ("--particles", "50", "samples.npy"),
+        ("--checkpoints", "0.5,0.2", "trajectory times"),
+    ] {
+        let out = check_two_modes(&run_dir, &[flag, value]);
+        assert_eq!(code(&out), 2, "{}", stdout(&out));
+        let err = one_error_line(&out);
+        assert!(err.contains(&format!("{flag} {value}")), "{err}");
+        assert!(err.contains(why), "{err}");
+        assert!(out.stdout.is_empty());
+    }
     let help = stdout(&run(&["check", "--help"]));
     assert!(help.contains("number of samples in samples.npy"), "{help}");
-}
-
-#[test]
-fn check_refuses_checkpoints_it_would_ignore() {
-    let dir = tempfile::tempdir().unwrap();
-    let case = Case::builtin("fsr-two-modes-1d").unwrap();
-    let run_dir = dir.path().join("run");
-    exact_run(&case, &run_dir, 200, 1.0, false);
-    let out = run(&[
-        "check",
-        "--case",
-        "fsr-two-modes-1d",
-        "--samples",
-        path(&run_dir),
-        "--checkpoints",
-        "0.5,0.2",
-    ]);
-    assert_eq!(code(&out), 2, "{}", stdout(&out));
-    let err = one_error_line(&out);
-    assert!(err.contains("--checkpoints 0.5,0.2"), "{err}");
-    assert!(err.contains("trajectory times"), "{err}");
-    assert!(out.stdout.is_empty());
 }
 
 #[test]
