@@ -18,8 +18,8 @@ use cli::progress::ProgressMode;
 const AFTER_HELP: &str = "\
 Exit codes: 0 ok (survey: it ran, whatever it found), 1 failures found \
 (audit, check), 2 usage (a bad flag value, such as an unknown case or \
-sampler name, a bad sampler setting or an output path that cannot be \
-written), 3 bad input (a case or run file that cannot be read or is \
+sampler name, a bad sampler setting, a sampler that does not apply to \
+the case or an output path that cannot be written), 3 bad input (a case or run file that cannot be read or is \
 invalid). Errors are one line on stderr naming the flag or file, the \
 field and the value; a failing command writes no output file.";
 
@@ -106,7 +106,8 @@ enum Command {
     /// Lists the built-in cases, one line each (the full descriptions
     /// with --format json or markdown).
     Cases,
-    /// Lists the built-in samplers with their kind, one line each.
+    /// Lists the built-in samplers: name, kind and summary, then their
+    /// settings at the defaults on a second line.
     Samplers,
 }
 
@@ -120,7 +121,8 @@ pub struct GateArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Checkpoint times, decreasing and comma separated; 0.8, 0.5, 0.2 and
-    /// 0.05 of the schedule's end time otherwise.
+    /// 0.05 of the schedule's end time otherwise. Audit only: check tests
+    /// the trajectory times in --samples and refuses this flag.
     #[arg(long, value_delimiter = ',')]
     checkpoints: Option<Vec<f64>>,
     /// Family-wise false-alarm rate of the audit (Holm).

@@ -21,9 +21,9 @@
 //! conditioned on the observation `x = alpha x0 + sigma eps`, that is
 //! `condition(alpha I, 0, sigma, x)`; [`Backward`] evaluates it for whole
 //! batches of particles without forming `d x d` matrices for atoms,
-//! isotropic or diagonal components. The formulas and their checks are in
-//! the crate's reference notes (`math.md` §2, derived and checked against
-//! finite differences and Monte Carlo).
+//! isotropic or diagonal components. The formulas are those of
+//! `condition` above with `A = alpha I`, `b = 0`, `s = sigma`; the tests
+//! check them against finite differences and Monte Carlo.
 //!
 //! All weights are kept as normalised log-weights and combined with
 //! log-sum-exp in f64.

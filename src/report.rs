@@ -376,8 +376,8 @@ impl Report {
                     "| `{}` | {} | {} | {} | {:.2e} |",
                     f.failure.name(),
                     format_time(f.t),
-                    f.location,
-                    f.evidence,
+                    markdown_cell(&f.location),
+                    markdown_cell(&f.evidence),
                     f.p_adjusted
                 );
             }
@@ -408,7 +408,7 @@ impl Report {
                 s,
                 "| {} | {} | {worst} | {modes} | {} |",
                 format_time(c.t),
-                c.target.replace('|', "\\|"),
+                markdown_cell(&c.target),
                 if unsupported.is_empty() {
                     "-".into()
                 } else {
@@ -435,6 +435,12 @@ pub fn sampler_spec(name: &str, settings: &BTreeMap<String, String>) -> String {
     let settings: Vec<String> =
         settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!("{name}:{}", settings.join(","))
+}
+
+/// `text` made safe for a Markdown table cell: a `|` (as in `p(y|x_t)`)
+/// would end the cell, so it is escaped.
+pub fn markdown_cell(text: &str) -> String {
+    text.replace('|', "\\|")
 }
 
 /// A time printed compactly and exactly enough to identify a checkpoint.

@@ -20,8 +20,9 @@
 //! it, together with Bayes' rule
 //! `log p_t(x|y) = log p_t(x) + log p(y|x_t) - log p(y)`.
 //!
-//! The exact reverse transition (DDIM with any `eta`, math.md §2.6) draws
-//! `x0 ~ p(x0 | x_t, y)` and then `x_s ~ q_eta(x_s | x_t, x0)`:
+//! The exact reverse transition (the DDIM family of Song, Meng & Ermon,
+//! ICLR 2021, with any `eta`) draws `x0 ~ p(x0 | x_t, y)` and then
+//! `x_s ~ q_eta(x_s | x_t, x0)`:
 //!
 //! ```text
 //! var~ = sigma_{t|s}^2 sigma_s^2 / sigma_t^2,  sigma_{t|s}^2 = sigma_t^2 - (alpha_t/alpha_s)^2 sigma_s^2

@@ -37,7 +37,7 @@ pub fn audit(
 
 /// `check --case C --samples DIR`; `particles` is the value of the
 /// `--particles` flag that belongs to `audit`, refused here rather than
-/// ignored.
+/// ignored, as is `--checkpoints`.
 pub fn check(
     args: &GateArgs,
     dir: &Path,
@@ -49,6 +49,14 @@ pub fn check(
             "--particles {value}: check audits every sample in --samples \
              (the number of samples in samples.npy); --particles is for \
              audit"
+        )));
+    }
+    if let Some(times) = &args.checkpoints {
+        let times: Vec<String> = times.iter().map(f64::to_string).collect();
+        return Err(usage(format!(
+            "--checkpoints {}: check tests the trajectory times in --samples \
+             (trajectory_times.npy); --checkpoints is for audit",
+            times.join(",")
         )));
     }
     check_audit_flags(args.fwer, None, args.reference_draws)?;
@@ -361,7 +369,7 @@ fn stale_export_files(
             continue;
         }
         if !earlier_export {
-            return Err(Error::invalid(format!(
+            return Err(usage(format!(
                 "--out {} is not empty and holds no earlier export (found \
                  {name}); choose an empty directory",
                 out.display()

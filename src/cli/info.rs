@@ -1,52 +1,76 @@
 //! What is built in and what is exact: `cases`, `samplers`, `truth`.
 
+use std::collections::BTreeMap;
+
 use posterior_lens::case::Case;
 use posterior_lens::mixture::{Covariances, Mixture};
+use posterior_lens::report::markdown_cell;
 use posterior_lens::sampler::{self, SamplerKind};
 use posterior_lens::truth::Truth;
 use posterior_lens::{Error, ErrorKind};
 use serde_json::json;
 
+use super::counted;
 use crate::Format;
 
-/// `samplers`: every registered sampler, one line each.
+/// `samplers`: every registered sampler with its kind, its summary and
+/// its settings at their defaults (what `sampler::build(name)` gives).
 pub fn samplers(format: Format) -> Result<String, Error> {
     let entries = sampler::registry();
+    let mut defaults = Vec::new();
+    for e in &entries {
+        defaults.push(sampler::build(e.name)?.settings());
+    }
+    let listed = |settings: &BTreeMap<String, String>| -> String {
+        if settings.is_empty() {
+            return "none".into();
+        }
+        let items: Vec<String> =
+            settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        items.join(", ")
+    };
     Ok(match format {
         Format::Json => {
             let items: Vec<_> = entries
                 .iter()
-                .map(|e| {
+                .zip(&defaults)
+                .map(|(e, settings)| {
                     json!({
                         "name": e.name,
                         "kind": kind_name(e.kind),
                         "summary": e.summary,
+                        "settings": settings,
                     })
                 })
                 .collect();
             format!("{}\n", serde_json::to_string_pretty(&items).unwrap())
         }
         Format::Markdown => {
-            let mut s =
-                String::from("| sampler | kind | summary |\n|---|---|---|\n");
-            for e in &entries {
+            let mut s = String::from(
+                "| sampler | kind | summary | settings (defaults) |\n\
+                 |---|---|---|---|\n",
+            );
+            for (e, settings) in entries.iter().zip(&defaults) {
                 s += &format!(
-                    "| `{}` | {} | {} |\n",
+                    "| `{}` | {} | {} | {} |\n",
                     e.name,
                     kind_name(e.kind),
-                    e.summary
+                    markdown_cell(e.summary),
+                    markdown_cell(&listed(settings))
                 );
             }
             s
         }
         Format::Human => {
             let mut s = String::new();
-            for e in &entries {
+            for (e, settings) in entries.iter().zip(&defaults) {
                 s += &format!(
-                    "{:<24} {:<10} {}\n",
+                    "{:<24} {:<10} {}\n{:<24} settings: {}\n",
                     e.name,
                     kind_name(e.kind),
-                    e.summary
+                    e.summary,
+                    "",
+                    listed(settings)
                 );
             }
             s
@@ -98,7 +122,7 @@ pub fn cases(format: Format) -> Result<String, Error> {
                     case.dim(),
                     case.forward.output_dim(),
                     prior_summary(&case.prior),
-                    case.description.replace('|', "\\|")
+                    markdown_cell(&case.description)
                 );
             }
             s
@@ -143,14 +167,12 @@ const LINE_WIDTH: usize = 100;
 fn prior_summary(prior: &Mixture) -> String {
     let k = prior.num_components();
     let kind = match prior.covariances() {
-        Covariances::Atoms => {
-            return format!("{k} atom{}", if k == 1 { "" } else { "s" });
-        }
+        Covariances::Atoms => return counted(k, "atom"),
         Covariances::Isotropic(_) => "isotropic",
         Covariances::Diagonal(_) => "diagonal",
         Covariances::Full(_) => "full-covariance",
     };
-    format!("{k} {kind} Gaussian{}", if k == 1 { "" } else { "s" })
+    counted(k, &format!("{kind} Gaussian"))
 }
 
 /// What a description says before its first colon (`FSR paper 1-D

@@ -13,7 +13,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub enum ProgressMode {
     /// A bar when stderr is a terminal, lines otherwise.
     Auto,
-    /// Always a bar (hidden by indicatif off a terminal).
+    /// A bar; nothing is drawn when stderr is not a terminal (use lines
+    /// there).
     Bar,
     /// One line per finished job.
     Lines,

@@ -5,7 +5,8 @@
 //! and suite order). Each cell is audited independently from the same
 //! seed, so a cell's result does not depend on the thread count, on the
 //! order in which cells run, or on the shard it falls in; `--shard i/n`
-//! takes the cells whose index is `i - 1` modulo `n`, and `merge` puts
+//! orders the cells by weight (heaviest case first) then index and deals
+//! them round-robin, taking every `n`-th from place `i`, and `merge` puts
 //! shards back together in index order.
 
 use std::collections::BTreeMap;
@@ -17,17 +18,17 @@ use std::time::Instant;
 use clap::Args;
 use posterior_lens::audit::{Audit, SamplerIdentity};
 use posterior_lens::case::Case;
-use posterior_lens::report::{Failure, Report, format_time};
+use posterior_lens::report::{Failure, Report, format_time, markdown_cell};
 use posterior_lens::sampler::{self, Sampler, SamplerKind, Setup};
 use posterior_lens::{Error, ErrorKind};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::flags;
 use super::info::kind_name;
 use super::output::{self, Planned};
 use super::progress::{Progress, ProgressMode};
 use super::timing::{self, CellTime, Timed};
+use super::{counted, flags};
 use crate::{Format, Outcome};
 
 /// The version of the survey file.
@@ -75,16 +76,21 @@ pub struct SurveyArgs {
     /// Family-wise false-alarm rate of each audit (Holm).
     #[arg(long, default_value_t = 1e-3)]
     fwer: f64,
-    /// Runs only shard i of n (1-based): the cells whose index is i - 1
-    /// modulo n. Combine the shard files with `merge`.
+    /// Runs only shard i of n (1-based). The cells are ordered by weight
+    /// (atoms or components times dimension of the case, heaviest first),
+    /// then by index, and dealt round-robin: shard i takes places i, i + n,
+    /// i + 2n, ... so the heavy case is spread over the shards. Combine the
+    /// shard files with `merge`.
     #[arg(long)]
     shard: Option<Shard>,
     /// Where survey.json and survey.md go (survey-shard-I-of-N.* for a
     /// shard).
     #[arg(long, default_value = "target/posterior-lens/survey")]
     out: PathBuf,
-    /// Prints where the time went (set-up, sampler and audit seconds by
-    /// case, by sampler, and the slowest cells) to stderr.
+    /// Prints where the time went to stderr: set-up, sampler and audit
+    /// seconds by case, by sampler, and the slowest cells. The seconds are
+    /// the cells' wall-clock spans, which overlap as cells run
+    /// concurrently: not CPU time.
     #[arg(long)]
     timings: bool,
 }
@@ -260,15 +266,13 @@ pub fn survey(
 
     // The cells of this shard, heaviest case first so that the slowest
     // cells do not start last; results are put back in index order.
-    let all = samplers.len() * cases.len();
-    let mut mine: Vec<usize> = (0..all)
-        .filter(|i| args.shard.is_none_or(|s| i % s.count == s.index - 1))
+    let weights: Vec<usize> = (0..samplers.len() * cases.len())
+        .map(|i| {
+            let case = &cases[i % cases.len()];
+            case.prior.num_components() * case.dim()
+        })
         .collect();
-    let weight = |i: &usize| {
-        let case = &cases[i % cases.len()];
-        std::cmp::Reverse(case.prior.num_components() * case.dim())
-    };
-    mine.sort_by_key(weight);
+    let mine = cells_of_shard(&weights, args.shard);
     let bar = Progress::new(progress, mine.len());
     let audit = Audit::new()
         .particles(args.particles)
@@ -332,6 +336,24 @@ pub fn survey(
     };
     write_survey("survey", &survey, &args.out, &stem)?;
     Ok(Outcome::ok(render(&survey, format)))
+}
+
+/// The cells one shard runs (all of them without a shard), heaviest
+/// first: the cells ordered by weight (heaviest first), then by index, and
+/// dealt round-robin to the shards, so that every shard gets its share of
+/// the heavy case. `weights` has one entry per cell, in index order.
+fn cells_of_shard(weights: &[usize], shard: Option<Shard>) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(weights[i]), i));
+    match shard {
+        None => order,
+        Some(s) => order
+            .into_iter()
+            .enumerate()
+            .filter(|(dealt, _)| dealt % s.count == s.index - 1)
+            .map(|(_, i)| i)
+            .collect(),
+    }
 }
 
 fn usage(message: String) -> Error {
@@ -529,11 +551,11 @@ fn header(survey: &Survey) -> String {
         None => String::new(),
     };
     format!(
-        "survey{shard}: {} samplers x {} cases, {} particles per run, seed \
-         {}, family-wise false-alarm rate {} per audit",
-        survey.samplers.len(),
-        survey.cases.len(),
-        s.particles,
+        "survey{shard}: {} x {}, {} per run, seed {}, family-wise \
+         false-alarm rate {} per audit",
+        counted(survey.samplers.len(), "sampler"),
+        counted(survey.cases.len(), "case"),
+        counted(s.particles, "particle"),
         s.seed,
         s.fwer
     )
@@ -646,7 +668,7 @@ fn markdown(survey: &Survey) -> String {
                     Verdict::Declined => "declined",
                     _ => "invalid output",
                 },
-                message.replace('|', "\\|")
+                markdown_cell(message)
             );
         }
         for (failure, (t, locations)) in failures(cell) {
@@ -657,7 +679,7 @@ fn markdown(survey: &Survey) -> String {
                 cell.case,
                 failure.name(),
                 times(&t),
-                locations.join(", ")
+                markdown_cell(&locations.join(", "))
             );
         }
     }
@@ -802,4 +824,28 @@ fn capped(name: &str, max: usize) -> Result<String, Error> {
     } else {
         format!("{name}:{}", capped.join(","))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_share_the_heavy_case() {
+        // Two samplers x six cases, sampler-major; case 5 is the heavy one
+        // (cells 5 and 11).
+        let weights: Vec<usize> =
+            (0..12).map(|i| if i % 6 == 5 { 1000 } else { 1 }).collect();
+        let shard = |index| Some(Shard { index, count: 2 });
+        let first = cells_of_shard(&weights, shard(1));
+        let second = cells_of_shard(&weights, shard(2));
+        assert_eq!(first, [5, 0, 2, 4, 7, 9]);
+        assert_eq!(second, [11, 1, 3, 6, 8, 10]);
+
+        // Every cell falls in exactly one shard.
+        let mut all: Vec<usize> = first.into_iter().chain(second).collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..12).collect::<Vec<_>>());
+        assert_eq!(cells_of_shard(&weights, None)[..2], [5, 11]);
+    }
 }

@@ -2,9 +2,16 @@
 //! and checkpoints), sampler run and audit, summed by phase, by case and
 //! by sampler. Printed to stderr; timings never enter a report, which
 //! stays identical from run to run.
+//!
+//! A cell's time is the wall-clock span from its start to its end. Cells
+//! run concurrently and share the thread pool with the samplers' own
+//! parallel loops, so the spans overlap: their sum can exceed the wall
+//! time times the thread count, and it is not CPU time.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+
+use super::counted;
 
 /// The seconds one cell spent in each phase.
 #[derive(Clone, Copy, Debug, Default)]
@@ -33,26 +40,32 @@ pub struct Timed<'a> {
     pub time: CellTime,
 }
 
-/// One line: cells, wall time, threads, and the shares of the phases.
+/// One line: cells, wall time, threads, and the shares of the phases in
+/// the summed spans of the cells.
 pub fn summary(cells: &[Timed<'_>], wall: f64, threads: usize) -> String {
     let mut total = CellTime::default();
     cells.iter().for_each(|c| total.add(&c.time));
     let busy = total.total();
     let share = |s: f64| 100.0 * s / busy.max(f64::MIN_POSITIVE);
     format!(
-        "survey: {} cells in {wall:.1}s on {threads} threads; cell time \
-         {busy:.1}s: set-up {:.0}%, samplers {:.0}%, audits {:.0}%",
-        cells.len(),
+        "survey: {} in {wall:.1}s on {}; the cells' overlapping \
+         wall-clock spans sum to {busy:.1}s (not CPU time): set-up {:.0}%, \
+         samplers {:.0}%, audits {:.0}%",
+        counted(cells.len(), "cell"),
+        counted(threads, "thread"),
         share(total.setup),
         share(total.run),
         share(total.audit),
     )
 }
 
-/// Tables of cell time by case and by sampler (heaviest first), and the
-/// slowest cells.
+/// Tables of the cells' wall-clock spans summed by case and by sampler
+/// (heaviest first), and the slowest cells.
 pub fn breakdown(cells: &[Timed<'_>]) -> String {
-    let mut out = String::new();
+    let mut out = String::from(
+        "seconds below are wall-clock spans of the cells, which overlap \
+         (cells run concurrently): not CPU time\n\n",
+    );
     let by = |key: fn(&Timed<'_>) -> String| {
         let mut sums: BTreeMap<String, CellTime> = BTreeMap::new();
         for c in cells {
@@ -118,15 +131,21 @@ mod tests {
         let line = summary(&cells(), 10.0, 2);
         assert_eq!(
             line,
-            "survey: 3 cells in 10.0s on 2 threads; cell time 20.0s: \
-             set-up 10%, samplers 40%, audits 50%"
+            "survey: 3 cells in 10.0s on 2 threads; the cells' overlapping \
+             wall-clock spans sum to 20.0s (not CPU time): set-up 10%, \
+             samplers 40%, audits 50%"
+        );
+        let one = summary(&cells()[..1], 4.0, 1);
+        assert!(
+            one.starts_with("survey: 1 cell in 4.0s on 1 thread;"),
+            "{one}"
         );
     }
 
     #[test]
     fn breakdown_sorts_groups_heaviest_first() {
         let text = breakdown(&cells());
-        let lines: Vec<&str> = text.lines().collect();
+        let lines: Vec<&str> = text.lines().skip(2).collect();
         // Case b (16 s) before case a (4 s); sampler dps (12 s) before
         // exact (8 s); the slowest cell is dps on b.
         assert!(lines[1].starts_with("b ") && lines[1].contains("16.00"));

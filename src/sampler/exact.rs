@@ -26,7 +26,7 @@ use super::{
     Entry, Problem, Recorder, Run, Sampler, SamplerKind, Settings,
     TrajectoryMeaning, gaussian_noise,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 use nalgebra::DMatrix;
 
 use crate::mixture::{self, Backward};
@@ -221,8 +221,8 @@ impl Sampler for ScoreSampler {
         let d = problem.dim();
         let schedule = problem.schedule;
         if self.finite_sample && !truth.prior().is_atomic() {
-            return Err(Error::invalid(
-                "sampler fsr needs an empirical prior (a training set)",
+            return Err(super::declined(
+                "needs an empirical prior (a training set)",
             ));
         }
         let grid = problem.grid(

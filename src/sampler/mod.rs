@@ -14,7 +14,11 @@
 //! Samplers are named and configured with `key=value` settings, the same
 //! form as on the command line (`dps:scale=0.5,form=sigma`); each carries
 //! its published defaults and documents its approximation of `p(y | x_t)`,
-//! its update rule and its source.
+//! its update rule and its source. `posterior-lens samplers` lists every
+//! sampler with its settings at their defaults. The samplers live in
+//! private submodules (`exact`, `guidance`, `spectral`, `smc`, `broken`),
+//! reached through [`registry`] and [`build`]; their documentation is
+//! rendered by `cargo doc --document-private-items`.
 //!
 //! Randomness: every random number comes from the run seed, through
 //! streams keyed by (purpose, step, chunk of [`CHUNK`] particles), so a run
@@ -42,6 +46,16 @@ mod smc;
 mod spectral;
 
 pub use exact::{ExactTransition, ScoreSampler};
+
+/// The error of a sampler declining a problem it does not apply to (`fsr`
+/// without a training set, an SVD method with a nonlinear forward model).
+/// The sampler and the case do not go together, so it is a usage error.
+/// `needs` says what the sampler needs (`needs the SVD of A`) without
+/// naming the sampler: whoever runs it names it (the audit prefixes
+/// `sampler NAME: `, the survey lists the cell).
+pub(crate) fn declined(needs: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Usage, needs)
+}
 
 /// The prior's denoiser `D(x_t, t) = E[x0 | x_t]`, the "network" a sampler
 /// calls, as a batched function (rows of `xs` are particles).

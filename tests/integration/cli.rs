@@ -111,14 +111,58 @@ fn samplers_lists_every_registered_sampler_with_its_kind() {
     assert_eq!(code(&out), 0);
     let text = stdout(&out);
     let registry = sampler::registry();
-    assert_eq!(text.lines().count(), registry.len());
-    for (line, entry) in text.lines().zip(&registry) {
-        assert!(line.starts_with(entry.name), "{line}");
+    // Two lines a sampler: name, kind and summary, then its settings.
+    assert_eq!(text.lines().count(), 2 * registry.len());
+    let lines: Vec<&str> = text.lines().collect();
+    for (pair, entry) in lines.chunks(2).zip(&registry) {
+        assert!(pair[0].starts_with(entry.name), "{}", pair[0]);
+        let defaults = sampler::build(entry.name).unwrap().settings();
+        let listed: Vec<String> =
+            defaults.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let expected = if listed.is_empty() {
+            "none".to_string()
+        } else {
+            listed.join(", ")
+        };
+        assert_eq!(pair[1].trim(), format!("settings: {expected}"));
     }
     let out = run(&["samplers", "--format", "json"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json.as_array().unwrap().len(), registry.len());
     assert_eq!(json[0]["kind"], "reference");
+    assert_eq!(json[0]["name"], "exact");
+    assert_eq!(json[0]["settings"]["steps"], "50");
+}
+
+/// Every row of a Markdown table has as many cells as its header: a `|`
+/// inside a cell (as in `p(y|x_t)`) is escaped.
+fn assert_tables_are_valid(markdown: &str) {
+    let cells = |line: &str| {
+        line.replace("\\|", "").matches('|').count().saturating_sub(1)
+    };
+    let mut columns = None;
+    for line in markdown.lines() {
+        if !line.starts_with('|') {
+            columns = None;
+            continue;
+        }
+        let n = cells(line);
+        match columns {
+            None => columns = Some(n),
+            Some(c) => assert_eq!(n, c, "cells of {line}"),
+        }
+    }
+}
+
+#[test]
+fn samplers_markdown_escapes_pipes_in_cells() {
+    let out = run(&["samplers", "--format", "markdown"]);
+    assert_eq!(code(&out), 0);
+    let text = stdout(&out);
+    assert!(text.contains("p(y\\|x_t)"), "{text}");
+    assert_eq!(text.lines().count(), sampler::registry().len() + 2);
+    assert_tables_are_valid(&text);
+    assert_tables_are_valid(&stdout(&run(&["cases", "--format", "markdown"])));
 }
 
 #[test]
@@ -521,6 +565,8 @@ fn survey_shards_merge_to_the_full_survey_whatever_the_thread_count() {
     let shard_dir = dir.path().join("shards");
     let merged_dir = dir.path().join("merged");
     let full = survey(&["--out", path(&full_dir)], "2");
+    let header = stdout(&full).lines().next().unwrap().to_string();
+    assert!(header.contains("2 samplers x 2 cases"), "{header}");
     survey(&["--out", path(&one_dir)], "1");
     survey(&["--out", path(&shard_dir), "--shard", "1/2"], "2");
     survey(&["--out", path(&shard_dir), "--shard", "2/2"], "1");
@@ -571,15 +617,7 @@ fn check_reads_a_trajectory_and_tests_its_checkpoints() {
     }
     write_npy(&run_dir.join("trajectory.npy"), &[2, 300, 1], &states);
     write_npy(&run_dir.join("trajectory_times.npy"), &[2], &times);
-    let out = run(&[
-        "check",
-        "--case",
-        "fsr-two-modes-1d",
-        "--samples",
-        path(&run_dir),
-        "--format",
-        "json",
-    ]);
+    let out = check_two_modes(&run_dir, &["--format", "json"]);
     assert_eq!(code(&out), 0, "{}", stdout(&out));
     let report: Report = serde_json::from_slice(&out.stdout).unwrap();
     let t: Vec<f64> = report.checkpoints.iter().map(|c| c.t).collect();
@@ -632,15 +670,25 @@ fn export_replaces_an_earlier_export_and_refuses_other_directories() {
             "{name} is left over from the first export: {first:?}"
         );
     }
-    // A directory holding something else is not written into.
+    // A directory holding something else is not written into: a bad
+    // output path, so a usage error like every other.
     let other = dir.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
     std::fs::write(other.join("notes.txt"), "mine").unwrap();
     let out =
         run(&["export", "--case", "fsr-three-atoms", "--out", path(&other)]);
-    assert_eq!(code(&out), 3);
+    assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
     assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1);
+}
+
+/// `check` of the run directory `run_dir` on `fsr-two-modes-1d`, with
+/// `extra` flags.
+fn check_two_modes(run_dir: &Path, extra: &[&str]) -> Output {
+    let mut args =
+        vec!["check", "--case", "fsr-two-modes-1d", "--samples", path(run_dir)];
+    args.extend_from_slice(extra);
+    run(&args)
 }
 
 /// The lines on stderr, checked to be exactly one error line.
@@ -721,26 +769,95 @@ fn a_failing_output_path_leaves_no_partial_outputs() {
 }
 
 #[test]
-fn check_refuses_particles_it_would_ignore() {
+fn check_refuses_audit_flags_it_would_ignore() {
     let dir = tempfile::tempdir().unwrap();
     let case = Case::builtin("fsr-two-modes-1d").unwrap();
     let run_dir = dir.path().join("run");
     exact_run(&case, &run_dir, 200, 1.0, false);
-    let out = run(&[
-        "check",
-        "--case",
-        "fsr-two-modes-1d",
-        "--samples",
-        path(&run_dir),
-        "--particles",
-        "50",
-    ]);
-    assert_eq!(code(&out), 2, "{}", stdout(&out));
-    let err = one_error_line(&out);
-    assert!(err.contains("--particles 50"), "{err}");
-    assert!(out.stdout.is_empty());
+    // --particles: the count is that of samples.npy; --checkpoints: the
+    // times are those of the run's trajectory.
+    for (flag, value, why) in [
+        ("--particles", "50", "samples.npy"),
+        ("--checkpoints", "0.5,0.2", "trajectory times"),
+    ] {
+        let out = check_two_modes(&run_dir, &[flag, value]);
+        assert_eq!(code(&out), 2, "{}", stdout(&out));
+        let err = one_error_line(&out);
+        assert!(err.contains(&format!("{flag} {value}")), "{err}");
+        assert!(err.contains(why), "{err}");
+        assert!(out.stdout.is_empty());
+    }
     let help = stdout(&run(&["check", "--help"]));
     assert!(help.contains("number of samples in samples.npy"), "{help}");
+}
+
+#[test]
+fn a_sampler_declining_a_case_is_a_usage_error_said_once() {
+    let out = run(&["audit", "--case", "fsr-gaussian-1d", "--sampler", "fsr"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = one_error_line(&out);
+    assert_eq!(err.matches("sampler fsr").count(), 1, "{err}");
+    assert!(err.contains("needs an empirical prior"), "{err}");
+}
+
+#[test]
+fn survey_shards_share_the_heavy_case_and_counts_read_in_the_singular() {
+    let dir = tempfile::tempdir().unwrap();
+    // Cells (sampler-major): 0 exact/gaussian, 1 exact/three-atoms,
+    // 2 score/gaussian, 3 score/three-atoms. The three atoms weigh more,
+    // so each shard gets one of their cells.
+    let out = run(&[
+        "survey",
+        "--cases",
+        "fsr-gaussian-1d,fsr-three-atoms",
+        "--samplers",
+        "exact:steps=3;score:steps=3",
+        "--particles",
+        "100",
+        "--progress",
+        "none",
+        "--shard",
+        "1/2",
+        "--format",
+        "json",
+        "--out",
+        path(dir.path()),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let indices: Vec<u64> = json["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indices, [0, 1]);
+
+    // One sampler on one case, on one thread.
+    let out = Command::new(bin())
+        .args([
+            "survey",
+            "--cases",
+            "fsr-gaussian-1d",
+            "--samplers",
+            "exact:steps=3",
+            "--particles",
+            "100",
+            "--progress",
+            "none",
+            "--out",
+            path(&dir.path().join("one")),
+        ])
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("survey: 1 sampler x 1 case,"), "{text}");
+    let err = stderr(&out);
+    assert!(err.contains("survey: 1 cell in "), "{err}");
+    assert!(err.contains(" on 1 thread;"), "{err}");
+    assert!(err.contains("not CPU time"), "{err}");
 }
 
 #[test]

@@ -25,6 +25,7 @@
 //!   coordinate sits at `y` with a spread of order `tau`.
 
 use nalgebra::{DMatrix, DVector};
+use posterior_lens::ErrorKind;
 use posterior_lens::case::Case;
 use posterior_lens::forward::{ForwardModel, NonlinearMap, Operator};
 use posterior_lens::mixture::Mixture;
@@ -278,10 +279,17 @@ fn spectral_samplers_decline_a_nonlinear_forward_model() {
             .run(&setup.for_sampler(sampler.as_ref()), 8, 1)
             .err()
             .unwrap_or_else(|| panic!("{name} accepted a nonlinear model"));
+        // A decline is a usage error (the sampler and the case do not go
+        // together) that says what is needed; whoever runs the sampler
+        // names it, so the message does not, lest it be named twice.
         let message = err.to_string();
+        assert_eq!(err.kind(), ErrorKind::Usage, "{message}");
         assert!(!message.contains('\n'), "{message}");
-        assert!(message.contains(&format!("sampler {name} ")), "{message}");
-        assert!(message.contains("needs a linear forward model"), "{message}");
+        assert!(!message.contains(name), "{message}");
+        assert!(
+            message.starts_with("needs a linear forward model"),
+            "{message}"
+        );
         assert!(message.contains("`abs`"), "{message}");
     }
 }

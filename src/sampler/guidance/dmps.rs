@@ -15,8 +15,8 @@
 //!
 //! Sources and what was checked: the authors' code (`mengxiangming/dmps`,
 //! `guided_diffusion/condition_methods.py`, class registered as `dmps`,
-//! read with the search tool) computes exactly this `g` through `U`, the
-//! singular values and `A^T`, with `scale_S = (1 - abar)/abar`, and adds
+//! read) computes exactly this `g` through `U`, the singular values and
+//! `A^T`, with `scale_S = (1 - abar)/abar`, and adds
 //! `scale * g * beta_t / sqrt(1 - beta_t)` after the DDPM step. For
 //! consecutive VP steps `beta_t / sqrt(1 - beta_t) = b sigma_t^2/alpha_t`,
 //! the weight the driver gives a likelihood score, so the update is the
@@ -26,17 +26,17 @@
 //! is the unweighted approximation. Default 1000 steps: the DDPM chain of
 //! that code's guided-diffusion base (the step count is unverified).
 //!
-//! Expected bias (math.md §3.4, derived): `sigmabar_t^2` bounds the true
-//! spread of `x0 | x_t` from above, so the likelihood looks too flat and
-//! the particles too wide, with a mean that ignores the prior in the
-//! measured directions. Measured here, that argument misses the mean's
-//! sensitivity: `A x_t/alpha` moves with `x_t` by `1/alpha`, the true
-//! `A D` only by `A J`, so at large `t` the guidance is far *stronger*
-//! than the exact one. On `fsr-gaussian-1d` with `scale=1` (2000
-//! particles) the variance ratio to the exact noised posterior is about
-//! 0.35, 0.61 and 0.81 at `t = 0.5, 0.1, t_min` (too narrow); the default
-//! `scale = 1.75` gives 0.23, 0.34, 0.38. On `fsr-three-atoms` with
-//! `scale=1` particles stay on atoms that `y` rules out at `t_min`.
+//! Expected bias (derived from the approximation): `sigmabar_t^2` bounds the
+//! true spread of `x0 | x_t` from above, so the likelihood looks too flat and
+//! the particles too wide, with a mean that ignores the prior in the measured
+//! directions. Measured here, that argument misses the mean's sensitivity: `A
+//! x_t/alpha` moves with `x_t` by `1/alpha`, the true `A D` only by `A J`, so
+//! at large `t` the guidance is far *stronger* than the exact one. On
+//! `fsr-gaussian-1d` with `scale=1` (2000 particles) the variance ratio to the
+//! exact noised posterior is about 0.35, 0.61 and 0.81 at `t = 0.5, 0.1,
+//! t_min` (too narrow); the default `scale = 1.75` gives 0.23, 0.34, 0.38. On
+//! `fsr-three-atoms` with `scale=1` particles stay on atoms that `y` rules out
+//! at `t_min`.
 
 use std::collections::BTreeMap;
 
@@ -79,7 +79,7 @@ impl Method for Dmps {
         xs: &DMatrix<f64>,
         step: &Step,
     ) -> Result<Guide> {
-        let svd = svd(problem, "dmps")?;
+        let svd = svd(problem)?;
         let ve2 = (step.sigma / step.alpha).powi(2);
         let noise_var = problem.forward.noise_std().powi(2);
         let r = residuals(problem, &(xs / step.alpha));

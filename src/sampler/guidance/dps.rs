@@ -20,11 +20,11 @@
 //!
 //! - The zeta form follows the official code (DPS2022 repository,
 //!   `guided_diffusion/condition_methods.py`, class `PosteriorSampling`,
-//!   read with the search tool): the gradient of the *non-squared* norm
-//!   `|y - A(D)|` with respect to the state before the step is subtracted,
-//!   times `scale`, from the state after the DDPM step. The official code
-//!   takes the norm of the whole batch tensor, which couples particles;
-//!   here the norm is per particle, as in a harness (math.md §3.1).
+//!   read): the gradient of the *non-squared* norm `|y - A(D)|` with
+//!   respect to the state before the step is subtracted, times `scale`,
+//!   from the state after the DDPM step. The official code takes the norm
+//!   of the whole batch tensor, which couples particles; here the norm is
+//!   per particle, so that particles stay independent.
 //! - Default `scale = 0.3`: the official configs (checked) use 0.3 for
 //!   super-resolution, Gaussian, motion and nonlinear deblurring and 0.5
 //!   for random inpainting (`configs/inpainting_config.yaml`), 1.0 for
@@ -36,13 +36,15 @@
 //!   gradient of the *squared* norm, i.e. `2 zeta'` times the official
 //!   step (unverified against the paper's text; the official code was
 //!   read).
-//! - The sigma form is the FSR paper's "sigma-DPS" (math.md §3.1); its
-//!   `scale` defaults to 1, the unweighted approximation.
+//! - The sigma form is the FSR paper's "sigma-DPS" (Burns &
+//!   Fridovich-Keil); its `scale` defaults to 1, the unweighted
+//!   approximation.
 //!
-//! Expected bias (math.md §3.1, derived): with the matched sigma form the
-//! likelihood is over-weighted at intermediate times, so the particles are
-//! too narrow (`spread_too_narrow`); the zeta step has a fixed length
-//! whatever the residual, so its effective temperature depends on `|r|`.
+//! Expected bias (derived from the approximation): with the matched sigma
+//! form the likelihood is over-weighted at intermediate times, so the
+//! particles are too narrow (`spread_too_narrow`); the zeta step has a
+//! fixed length whatever the residual, so its effective temperature
+//! depends on `|r|`.
 //! Note that the zeta step length does not shrink with the step count:
 //! fewer steps means weaker guidance in total.
 

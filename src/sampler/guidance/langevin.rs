@@ -23,22 +23,22 @@
 //! ```
 //!
 //! Sources and what was checked: the authors' code (`utcsilab/
-//! csgm-mri-langevin`, `main.py` and `configs/run_langevin.yaml`, read
-//! with the search tool) uses `step_size = step_lr (sigma_i /
-//! sigma_L)^2` with `step_lr = 9e-7`, `sigma_L = 0.0066`, `n_steps_each =
-//! 3`, and 2311 geometric levels from 232 down to 0.0066, and divides the
-//! measurement gradient by `sigma_i^2` alone (their `mse` weight 1).
+//! csgm-mri-langevin`, `main.py` and `configs/run_langevin.yaml`, read)
+//! uses `step_size = step_lr (sigma_i / sigma_L)^2` with `step_lr =
+//! 9e-7`, `sigma_L = 0.0066`, `n_steps_each = 3`, and 2311 geometric
+//! levels from 232 down to 0.0066, and divides the measurement gradient
+//! by `sigma_i^2` alone (their `mse` weight 1).
 //! `step_ratio` is `step_lr / sigma_L^2 = 9e-7 / 0.0066^2 ~ 0.02066`, which
-//! makes the rule independent of where the levels end. The paper's
-//! denominator `sigma_y^2 + gamma_i^2` is as in math.md §3.5 (confirmed
-//! there only by a secondary source, unverified). The level count 2311
+//! makes the rule independent of where the levels end. The denominator
+//! `sigma_y^2 + gamma_i^2` is the paper's as reported by a secondary
+//! source (not checked against the paper itself). The level count 2311
 //! belongs to that MRI model's training levels, not to the method; the
 //! default here is 1000 levels. The authors start from uniform noise; here
 //! the start is `N(0, sigmabar_1^2 I)`.
 //!
-//! Expected bias (math.md §3.5, derived): the flat-prior likelihood is too
-//! flat, so intermediate levels are too wide (as DMPS), plus the bias of
-//! finitely many Langevin steps per level.
+//! Expected bias (derived from the approximation): the flat-prior likelihood
+//! is too flat, so intermediate levels are too wide (as DMPS), plus the bias
+//! of finitely many Langevin steps per level.
 
 use std::collections::BTreeMap;
 
@@ -100,7 +100,7 @@ impl Sampler for ScoreAld {
         num_particles: usize,
         seed: u64,
     ) -> Result<Run> {
-        require_linear(problem, "score-ald")?;
+        require_linear(problem)?;
         let (n, d) = (num_particles, problem.dim());
         let schedule = problem.schedule;
         let grid = problem.grid(self.levels, Spacing::LogSnr)?;

@@ -3,8 +3,9 @@
 //!
 //! Every method here replaces the intractable `p(y | x_t)` by something it
 //! can differentiate, and differs from the others only in that
-//! approximation (math.md §3, notation `D = D(x_t)`, `J = dD/dx_t`,
-//! `r = y - A(D)`, `C_t = (sigma_t^2/alpha_t) J`):
+//! approximation (notation: `D = D(x_t)`, `J = dD/dx_t`, `r = y - A(D)`,
+//! `C_t = (sigma_t^2/alpha_t) J`, the covariance of `x0 | x_t` by
+//! second-order Tweedie):
 //!
 //! - `dps`: `N(y; A D, sigma_y^2 I)`, or the residual-normalised step;
 //!   the denoiser and one VJP per step.
@@ -19,12 +20,12 @@
 //!
 //! # The common driver (the harness pattern)
 //!
-//! Following Burns' code (math.md §3), the method's likelihood score `g`
-//! is added to the prior score and the sum drives one standard reverse
-//! sampler, so that only the likelihood approximation differs between
-//! methods. The driver is the DDIM(eta) step of math.md §1.4 (eta = 1 is
-//! the DDPM ancestral step) with the conditional score plugged in through
-//! the equivalent denoiser:
+//! Following the code of the FSR paper (Burns & Fridovich-Keil), the
+//! method's likelihood score `g` is added to the prior score and the sum
+//! drives one standard reverse sampler, so that only the likelihood
+//! approximation differs between methods. The driver is the DDIM(eta)
+//! step of [`crate::truth`] (eta = 1 is the DDPM ancestral step) with the
+//! conditional score plugged in through the equivalent denoiser:
 //!
 //! ```text
 //! x_T ~ N(0, (alpha_T^2 + sigma_T^2) I)         (N(0, I) for VP schedules)
@@ -71,8 +72,9 @@ use super::{
     Entry, Problem, Recorder, Run, Sampler, SamplerKind, Settings,
     TrajectoryMeaning, gaussian_noise,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::forward::{Operator, Svd};
+use crate::sampler::declined;
 use crate::schedule::Spacing;
 use crate::truth::ddim_coefficients;
 
@@ -250,7 +252,7 @@ impl<M: Method> Sampler for Guided<M> {
         t: f64,
     ) -> Option<Result<DMatrix<f64>>> {
         let score = || -> Result<DMatrix<f64>> {
-            require_linear(problem, self.method.name())?;
+            require_linear(problem)?;
             let schedule = problem.schedule;
             let next = self
                 .grid(problem)?
@@ -280,7 +282,7 @@ impl<M: Method> Sampler for Guided<M> {
         num_particles: usize,
         seed: u64,
     ) -> Result<Run> {
-        require_linear(problem, self.method.name())?;
+        require_linear(problem)?;
         let (n, d) = (num_particles, problem.dim());
         let schedule = problem.schedule;
         let grid = self.grid(problem)?;
@@ -326,11 +328,11 @@ impl<M: Method> Sampler for Guided<M> {
 }
 
 /// Declines nonlinear forward models, with a one-line reason.
-fn require_linear(problem: &Problem<'_>, name: &str) -> Result<()> {
+fn require_linear(problem: &Problem<'_>) -> Result<()> {
     if let Operator::Nonlinear(map) = problem.forward.operator() {
-        return Err(Error::invalid(format!(
-            "sampler {name} needs a linear forward model (it uses A^T), got \
-             the nonlinear map {}",
+        return Err(declined(format!(
+            "needs a linear forward model (it uses A^T), got the nonlinear \
+             map {}",
             map.name()
         )));
     }
@@ -356,18 +358,16 @@ fn vjp(
 ) -> Result<DMatrix<f64>> {
     let (_, products) = problem.denoiser.denoise_with_vjp(xs, t, vs)?;
     products.ok_or_else(|| {
-        Error::invalid(
-            "this sampler needs vector-Jacobian products of the denoiser, \
-             which it does not provide",
+        declined(
+            "needs vector-Jacobian products of the denoiser, which it does \
+             not provide",
         )
     })
 }
 
 /// The SVD of the forward model's linear part.
-fn svd<'a>(problem: &Problem<'a>, name: &str) -> Result<&'a Svd> {
-    problem.forward.svd().ok_or_else(|| {
-        Error::invalid(format!("sampler {name} needs the SVD of A"))
-    })
+fn svd<'a>(problem: &Problem<'a>) -> Result<&'a Svd> {
+    problem.forward.svd().ok_or_else(|| declined("needs the SVD of A"))
 }
 
 /// `A^T h(A A^T) r_i` for every row `r_i` of `rs` through the thin SVD

@@ -28,10 +28,11 @@
 //!
 //! - `r2=vp` is diffusionjax's `get_pseudo_inverse_guidance` (TMPD's
 //!   baseline), which uses `sde.r2(t, data_variance=1)` in
-//!   `C_yy = r2 HH^T + sigma_y^2` (read with the search tool); the ΠGDM
-//!   paper's `r_t^2 = sigma_t^2/(1 + sigma_t^2)` in VE notation is the
-//!   same formula (the paper statement is unverified). `r2=flat` is Burns' code
-//!   (math.md §3.2, from the code; not re-read here).
+//!   `C_yy = r2 HH^T + sigma_y^2` (read); the ΠGDM paper's
+//!   `r_t^2 = sigma_t^2/(1 + sigma_t^2)` in VE notation is the same
+//!   formula (the paper statement is unverified). `r2=flat` is the choice
+//!   in the code of the FSR paper (Burns & Fridovich-Keil; not re-read
+//!   here).
 //! - The published update is NVIDIA's RED-diff `algos/pgdm.py` (read):
 //!   with its config defaults (`awd: True`, `grad_term_weight: 1`,
 //!   `eta: 0`, `sigma_y: 0`) it adds `sqrt(abar_s) sqrt(abar_t)
@@ -42,11 +43,11 @@
 //!   steps (unverified); the default here is 100 steps with `eta = 1`
 //!   (ancestral, as the harness pattern).
 //!
-//! Expected bias (math.md §3.2, derived): exact for a Gaussian prior whose
-//! posterior variance matches `r_t^2`; inside one mode of a mixture
-//! `r_t^2` exceeds the true spread (likelihood too flat: too wide, prior
-//! modes survive); between separated modes it falls short (too sharp:
-//! premature commitment, `mode_misweighted`).
+//! Expected bias (derived from the approximation): exact for a Gaussian prior
+//! whose posterior variance matches `r_t^2`; inside one mode of a mixture
+//! `r_t^2` exceeds the true spread (likelihood too flat: too wide, prior modes
+//! survive); between separated modes it falls short (too sharp: premature
+//! commitment, `mode_misweighted`).
 
 use std::collections::BTreeMap;
 
@@ -101,7 +102,7 @@ impl Method for Pigdm {
         xs: &DMatrix<f64>,
         step: &Step,
     ) -> Result<Guide> {
-        let svd = svd(problem, "pigdm")?;
+        let svd = svd(problem)?;
         let r2 = self.r2(step.alpha, step.sigma);
         let noise_var = problem.forward.noise_std().powi(2);
         let denoised = problem.denoiser.denoise(xs, step.t)?;

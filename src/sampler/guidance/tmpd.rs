@@ -19,20 +19,19 @@
 //! and `J^T A^T f = (A J)^T f` needs no further product.
 //!
 //! Sources and what was checked: diffusionjax `inverse_problems.py` (the
-//! TMPD authors' library, read with the search tool): `get_vjp_guidance`
-//! builds `C_yy = ratio(t) H (dD/dx) H^T + sigma_y^2 I` from `H.shape[0]`
-//! VJPs and solves it; `get_diag_vjp_guidance` keeps its diagonal; `ratio`
-//! is `sigma_t^2/alpha_t` ((1 - abar)/sqrt(abar) for VP) per math.md
-//! §3.3 (from the code, not re-read). No step size. The authors' GMM and
-//! GRF runs use 1000 Euler-Maruyama steps (math.md §4.1 and §5.2, from
-//! the code): 1000 is the default here, in the DDPM driver rather than
-//! Euler-Maruyama.
+//! TMPD authors' library, read): `get_vjp_guidance` builds
+//! `C_yy = ratio(t) H (dD/dx) H^T + sigma_y^2 I` from `H.shape[0]` VJPs
+//! and solves it; `get_diag_vjp_guidance` keeps its diagonal; `ratio` is
+//! `sigma_t^2/alpha_t` ((1 - abar)/sqrt(abar) for VP), which is what makes
+//! `ratio(t) dD/dx` the covariance `C_t` above. No step size. The
+//! authors' GMM and GRF experiments in the same library use 1000
+//! Euler-Maruyama steps: 1000 is the default here, in the DDPM driver
+//! rather than Euler-Maruyama.
 //!
-//! Expected bias (math.md §3.3, derived): exact for a Gaussian prior with
-//! linear `A` (up to discretisation); for a multimodal `p(x0 | x_t)` the
-//! Gaussian moment projection flattens the likelihood near one component
-//! (too wide, prior modes survive) and can pull toward averages of
-//! components.
+//! Expected bias (derived from the approximation): exact for a Gaussian prior
+//! with linear `A` (up to discretisation); for a multimodal `p(x0 | x_t)` the
+//! Gaussian moment projection flattens the likelihood near one component (too
+//! wide, prior modes survive) and can pull toward averages of components.
 
 use std::collections::BTreeMap;
 
@@ -43,6 +42,7 @@ use super::{Guide, Method, Step, residuals};
 use crate::error::{Error, Result};
 use crate::mixture::stack_rows;
 use crate::rng::CHUNK;
+use crate::sampler::declined;
 use crate::sampler::{Problem, Settings};
 
 /// TMPD (see the module docs).
@@ -76,9 +76,10 @@ impl Method for Tmpd {
         xs: &DMatrix<f64>,
         step: &Step,
     ) -> Result<Guide> {
-        let a = problem.forward.matrix().ok_or_else(|| {
-            Error::invalid("sampler tmpd needs the matrix of A")
-        })?;
+        let a = problem
+            .forward
+            .matrix()
+            .ok_or_else(|| declined("needs the matrix of A"))?;
         let (n, d, m) = (xs.nrows(), xs.ncols(), a.nrows());
 
         // Row i m + k: particle i with the cotangent e_k^T A.
@@ -86,9 +87,7 @@ impl Method for Tmpd {
         let (denoised, products) =
             problem.denoiser.denoise_with_vjps(xs, step.t, &a)?;
         let a_jac = products.ok_or_else(|| {
-            Error::invalid(
-                "sampler tmpd needs vector-Jacobian products of the denoiser",
-            )
+            declined("needs vector-Jacobian products of the denoiser")
         })?;
         let r = residuals(problem, &denoised);
 

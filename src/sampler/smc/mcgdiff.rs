@@ -117,9 +117,9 @@
 //! - resampling may be made adaptive (`ess_threshold < 1`) or systematic;
 //!   the defaults are the authors'.
 //!
-//! Unverified: the paper's own statement of consistency (math.md §3.11
-//! marks its details unverified); this implementation's consistency rests
-//! on the SMC argument in the parent module and on the integration tests.
+//! Unverified: the paper's own statement of consistency (its conditions
+//! were not checked here); this implementation's consistency rests on the
+//! SMC argument in the parent module and on the integration tests.
 //!
 //! One population of `num_particles` particles is run; its final weighted
 //! population is resampled once (the authors instead run several
@@ -133,7 +133,8 @@ use super::{
     Genealogy, Outcome, Resampling, Weights, centred_observation, finish,
     log_normal, start_noise,
 };
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
+use crate::sampler::declined;
 use crate::sampler::{
     Problem, Run, Sampler, SamplerKind, Settings, TrajectoryMeaning,
     gaussian_noise,
@@ -204,10 +205,9 @@ impl McgDiff {
         seed: u64,
     ) -> Result<Outcome> {
         let Some(svd) = problem.forward.svd() else {
-            return Err(Error::new(
-                ErrorKind::Usage,
-                "sampler mcgdiff needs a linear forward model (it works in \
-                 the operator's SVD coordinates)",
+            return Err(declined(
+                "needs a linear forward model (it works in the operator's \
+                 SVD coordinates)",
             ));
         };
         let schedule = problem.schedule;

@@ -46,7 +46,7 @@
 //! turns into 1.0 (resample at every step; `base_sampler_conf.yml`,
 //! `run_image.py`, `smc_utils/smc_utils.py`), `pred_xstart_var_type = 1`
 //! (the default argument of `TwistedDDPM.M`/`G` in
-//! `feynman_kac_image_ddpm.py`, and math.md §3.12). Note that the image
+//! `feynman_kac_image_ddpm.py`). Note that the image
 //! script's command line defaults to `var_type = 6, tausq = 0.12` instead;
 //! both are available here.
 //!
@@ -71,8 +71,8 @@
 //! - var types 3 (DPS-like, residual-scaled) and 4 (tied to the discrete
 //!   `beta_t`) are not offered.
 //!
-//! Unverified: the paper's statement of asymptotic exactness (math.md
-//! §3.12 marks its details unverified); this implementation's consistency
+//! Unverified: the paper's statement of asymptotic exactness (its
+//! conditions were not checked here); this implementation's consistency
 //! rests on the SMC argument in the parent module and on the integration
 //! tests.
 
@@ -81,7 +81,8 @@ use std::collections::BTreeMap;
 use nalgebra::{DMatrix, DVector};
 
 use super::{Genealogy, Outcome, Resampling, Weights, finish, start_noise};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
+use crate::sampler::declined;
 use crate::sampler::{
     Problem, Run, Sampler, SamplerKind, Settings, TrajectoryMeaning,
     gaussian_noise,
@@ -137,10 +138,9 @@ impl Tds {
         seed: u64,
     ) -> Result<Outcome> {
         if !problem.forward.is_linear() {
-            return Err(Error::new(
-                ErrorKind::Usage,
-                "sampler tds needs a linear forward model (its twist \
-                 gradient uses the adjoint)",
+            return Err(declined(
+                "needs a linear forward model (its twist gradient uses the \
+                 adjoint)",
             ));
         }
         let schedule = problem.schedule;
@@ -180,10 +180,9 @@ impl Tds {
             let (_, vjp) =
                 problem.denoiser.denoise_with_vjp(&x, t, &direction)?;
             let Some(grad) = vjp else {
-                return Err(Error::new(
-                    ErrorKind::Usage,
-                    "sampler tds needs vector-Jacobian products of the \
-                     denoiser, which this denoiser does not provide",
+                return Err(declined(
+                    "needs vector-Jacobian products of the denoiser, which \
+                     this denoiser does not provide",
                 ));
             };
             let twisted = &denoised + grad * (sigma * sigma / alpha);

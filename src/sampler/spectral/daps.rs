@@ -27,8 +27,8 @@ const INIT_STREAM: u64 = 1 << 39;
 /// draws would follow `p_t(. | y)` at every level for any grid; the errors
 /// come from the prior-agnostic `r_t`, from `tau != sigma_y` (with the
 /// published `tau = 0.01` below the task noise the likelihood is
-/// over-weighted, so measured directions come out too narrow) and from the
-/// finite Langevin chain (math.md §3.10).
+/// over-weighted, so measured directions come out too narrow) and from
+/// running the Langevin chain for finitely many steps.
 ///
 /// **Update.** DAPS is written in VE units (`alpha = 1`); here
 /// `x_ve = x_t / alpha_t`, the level `s = ve_sigma(t)` and the denoiser at a
@@ -222,7 +222,7 @@ impl Sampler for Daps {
         num_particles: usize,
         seed: u64,
     ) -> Result<Run> {
-        require_linear("daps", problem, "it uses A^T for the data gradient")?;
+        require_linear(problem, "it uses A^T for the data gradient")?;
         let schedule = problem.schedule;
         let forward = problem.forward;
         let (n, d) = (num_particles, problem.dim());

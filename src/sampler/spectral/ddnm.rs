@@ -21,9 +21,9 @@ const INIT_STREAM: u64 = 1 << 39;
 /// and left alone in the null space. At levels `sigma_s > alpha_s sigma_y /
 /// s_i` the correction is complete (`lambda_i = 1`) and the measured
 /// coordinate is `N(alpha_s ybar_i, sigma_s^2 - alpha_s^2 sigma_y^2 /
-/// s_i^2)`, built from `y` alone, exactly as in DDRM; math.md §3.7 expects
-/// the same bias as DDRM. As for DDRM, the measured output on a Gaussian
-/// prior is too **narrow**, not too wide (see [`super::Ddrm`] for why).
+/// s_i^2)`, built from `y` alone, exactly as in DDRM, so the bias is
+/// DDRM's: the measured output on a Gaussian prior is too **narrow**, not
+/// too wide (see [`super::Ddrm`] for why).
 ///
 /// **Update** from `t` to `s`, with `a = alpha_s`, `sig = sigma_s`,
 /// `xbar0 = V^T D(x_t, t)`, `epsbar = V^T epshat`, `ybar_i` as in DDRM:
@@ -101,7 +101,7 @@ impl Sampler for Ddnm {
         num_particles: usize,
         seed: u64,
     ) -> Result<Run> {
-        let spectral = Spectral::new("ddnm", problem)?;
+        let spectral = Spectral::new(problem)?;
         let schedule = problem.schedule;
         let (n, d, r) = (num_particles, problem.dim(), spectral.rank());
         let sigma_y = spectral.noise_std;

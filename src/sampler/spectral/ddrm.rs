@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use super::{Spectral, at_least_two};
-use crate::error::{Result, ensure};
+use crate::error::Result;
+use crate::sampler::declined;
 use crate::sampler::{
     Problem, Recorder, Run, Sampler, SamplerKind, Settings, TrajectoryMeaning,
     gaussian_noise,
@@ -21,15 +22,16 @@ const INIT_STREAM: u64 = 1 << 39;
 /// current level and the denoiser elsewhere. With `eta_b = 1` the measured
 /// directions at levels `s_i sbar > sigma_y` are drawn from the measurement
 /// alone, `N(ybar_i, sbar^2 - sigma_y^2 / s_i^2)`, so the prior is ignored
-/// there (math.md §3.6). Note the variance: `q` is built so that `x_t`
+/// there. Note the variance: `q` is built so that `x_t`
 /// given `x0` has the right law *averaged over the measurement noise*;
 /// for the fixed `y` in hand it is `sigma_y^2 / s_i^2` narrower than the
 /// forward noise, where the noised posterior is wider than it by the
 /// posterior variance. Below the crossing the update mixes `xbar0` and
 /// `ybar` with little fresh noise. On a Gaussian prior the output is
 /// therefore too **narrow** in measured directions (measured in
-/// `tests/integration/sampler_spectral.rs`), not too wide as math.md's
-/// derived note expects. It is not a posterior sampler.
+/// `tests/integration/sampler_spectral.rs`), not too wide as an argument
+/// from "the prior is ignored" alone would suggest. It is not a posterior
+/// sampler.
 ///
 /// **Update.** In VE units (`x_ve = x / alpha`, `sbar = sigma / alpha`),
 /// with `xbar = V^T x_ve`, `xbar0 = V^T D(x_t, t)`, `epsbar = V^T epshat`,
@@ -69,9 +71,9 @@ const INIT_STREAM: u64 = 1 << 39;
 /// roles and the initialisation) and RED-diff's DDRM baseline config
 /// (`NVlabs/RED-diff` `_configs/algo/ddrm.yaml`: `eta 0.85, eta_b 1`).
 /// Here `eta` plays both `etaA` and `etaC` (the MCGdiff benchmark used
-/// `etaA = 0.85, etaB = 1, etaC = 1`). The step count 20 is from math.md
-/// and the paper's headline setting; it is not in the code we read
-/// (unverified).
+/// `etaA = 0.85, etaB = 1, etaC = 1`). The step count 20 is the paper's
+/// headline setting (Kawar et al., NeurIPS 2022); it is not in the code we
+/// read (unverified).
 #[derive(Clone, Debug)]
 pub struct Ddrm {
     /// `eta` (the code's `etaA` and `etaC`), in `[0, 1]`.
@@ -120,7 +122,7 @@ impl Sampler for Ddrm {
         num_particles: usize,
         seed: u64,
     ) -> Result<Run> {
-        let spectral = Spectral::new("ddrm", problem)?;
+        let spectral = Spectral::new(problem)?;
         let schedule = problem.schedule;
         let (n, d, r) = (num_particles, problem.dim(), spectral.rank());
         let sigma_y = spectral.noise_std;
@@ -129,11 +131,12 @@ impl Sampler for Ddrm {
         // The start p(x_T | y), in VE units and then scaled by alpha_T.
         let (alpha_start, _) = schedule.alpha_sigma(grid[0]);
         let sbar_start = schedule.ve_sigma(grid[0]);
-        ensure!(
-            alpha_start > 0.0 && sbar_start.is_finite(),
-            "sampler ddrm needs alpha > 0 at the start time {}",
-            grid[0]
-        );
+        if !(alpha_start > 0.0 && sbar_start.is_finite()) {
+            return Err(declined(format!(
+                "needs alpha > 0 at the start time {}",
+                grid[0]
+            )));
+        }
         let z = gaussian_noise(seed, INIT_STREAM, n, d);
         let (mut coords, null) = spectral.split(&z);
         for i in 0..r {

@@ -21,7 +21,7 @@ const INIT_STREAM: u64 = 1 << 39;
 /// the likelihood `N(y; A x0, sigma_y^2 I)`; but the step takes the
 /// **mean** of that Gaussian posterior (a proximal point) instead of a
 /// draw, so within-step spread is lost and only partly re-injected by the
-/// `zeta` noise (math.md §3.8).
+/// `zeta` noise.
 ///
 /// **Update** from `t` to `s`, for linear `A` through its SVD:
 ///
@@ -114,7 +114,7 @@ impl Sampler for DiffPir {
         num_particles: usize,
         seed: u64,
     ) -> Result<Run> {
-        let spectral = Spectral::new("diffpir", problem)?;
+        let spectral = Spectral::new(problem)?;
         let schedule = problem.schedule;
         let (n, d, r) = (num_particles, problem.dim(), spectral.rank());
         let sigma = match self.noise {

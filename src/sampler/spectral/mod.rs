@@ -24,8 +24,9 @@
 use nalgebra::{DMatrix, DVector};
 
 use super::{Entry, Problem, SamplerKind};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::forward::Operator;
+use crate::sampler::declined;
 
 mod daps;
 mod ddnm;
@@ -80,30 +81,23 @@ pub(super) fn entries() -> Vec<Entry> {
 }
 
 /// The error for a forward model that a sampler cannot use.
-fn needs_linear(sampler: &str, problem: &Problem<'_>, why: &str) -> Error {
+fn needs_linear(problem: &Problem<'_>, why: &str) -> Error {
     let map = match problem.forward.operator() {
         Operator::Nonlinear(map) => map.name().to_string(),
         _ => "?".to_string(),
     };
-    Error::new(
-        ErrorKind::Usage,
-        format!(
-            "sampler {sampler} needs a linear forward model ({why}), but \
-             this case's forward model is the nonlinear map `{map}`"
-        ),
-    )
+    declined(format!(
+        "needs a linear forward model ({why}), but this case's forward \
+         model is the nonlinear map `{map}`"
+    ))
 }
 
 /// Declines nonlinear forward models.
-fn require_linear(
-    sampler: &str,
-    problem: &Problem<'_>,
-    why: &str,
-) -> Result<()> {
+fn require_linear(problem: &Problem<'_>, why: &str) -> Result<()> {
     if problem.forward.is_linear() {
         Ok(())
     } else {
-        Err(needs_linear(sampler, problem, why))
+        Err(needs_linear(problem, why))
     }
 }
 
@@ -163,10 +157,10 @@ struct Spectral {
 }
 
 impl Spectral {
-    fn new(sampler: &str, problem: &Problem<'_>) -> Result<Spectral> {
+    fn new(problem: &Problem<'_>) -> Result<Spectral> {
         let why = "it works in the svd of A";
         let Some(svd) = problem.forward.svd() else {
-            return Err(needs_linear(sampler, problem, why));
+            return Err(needs_linear(problem, why));
         };
         let s_max = svd.singular_values.max();
         let size =

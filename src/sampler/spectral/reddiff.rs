@@ -24,7 +24,7 @@ const WEIGHTINGS: &[&str] =
 /// i.e. a point `mu`, by minimising the data misfit plus a score-matching
 /// regulariser. Its output is a point estimate per particle, so the spread
 /// across particles is near zero by construction (maximal
-/// `spread_too_narrow`, math.md §3.9).
+/// `spread_too_narrow`).
 ///
 /// **Particles.** Each particle is an independent run of the optimiser
 /// with its own noise draws `eps` (the code draws `randn_like` per batch
@@ -140,7 +140,7 @@ impl Sampler for RedDiff {
         num_particles: usize,
         seed: u64,
     ) -> Result<Run> {
-        require_linear("red-diff", problem, "it uses A^T for the data term")?;
+        require_linear(problem, "it uses A^T for the data term")?;
         let schedule = problem.schedule;
         let forward = problem.forward;
         let (n, d) = (num_particles, problem.dim());
