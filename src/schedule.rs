@@ -15,8 +15,7 @@
 //! Outside the range the formulas are evaluated as written (discrete
 //! schedules extend their end segments); nothing is clamped.
 //!
-//! The families and their published defaults are those of section 1.2 of
-//! `reference/math.md`:
+//! The families, with the defaults of the papers that introduced them:
 //!
 //! | variant | alpha_t | sigma_t | t in |
 //! |---|---|---|---|
@@ -27,7 +26,7 @@
 //! | [`Schedule::Edm`] | `1` | `t` | `[0, smax]` |
 //! | [`Schedule::RectifiedFlow`] | `1 - t` | `t` | `[0, 1]` |
 //!
-//! The forward SDE with the same marginals (math.md section 1.3) is
+//! The forward SDE with the same marginals is
 //!
 //! ```text
 //! dx = f_t x dt + g_t dW,
@@ -245,8 +244,8 @@ impl Schedule {
     }
 
     /// The EDM settings of Karras et al. (2022):
-    /// `sigma_min = 0.002, sigma_max = 80, rho = 7` (math.md marks these
-    /// defaults unverified; DAPS' "poly-7" scheduler uses the same grid).
+    /// `sigma_min = 0.002, sigma_max = 80, rho = 7` (the paper's own sampler;
+    /// DAPS' "poly-7" scheduler uses the same grid).
     pub fn edm_default() -> Schedule {
         Schedule::Edm { sigma_min: 0.002, sigma_max: 80.0, rho: 7.0 }
     }

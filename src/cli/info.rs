@@ -65,7 +65,7 @@ pub fn samplers(format: Format) -> Result<String, Error> {
             let mut s = String::new();
             for (e, settings) in entries.iter().zip(&defaults) {
                 s += &format!(
-                    "{:<24} {:<10} {}\n{:<24} settings: {}\n",
+                    "{:<24} {:<11} {}\n{:<24} settings: {}\n",
                     e.name,
                     kind_name(e.kind),
                     e.summary,
