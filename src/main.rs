@@ -178,7 +178,7 @@ fn main() -> ExitCode {
         Command::Survey(args) => cli::survey::survey(&args, format, progress),
         Command::Merge(args) => cli::survey::merge(&args, format),
         Command::Audit { gate, sampler, particles } => {
-            cli::gate::audit(&gate, &sampler, particles, format)
+            cli::gate::audit(&gate, &sampler, particles, format, progress)
         }
         Command::Check { gate, samples, particles } => {
             cli::gate::check(&gate, &samples, particles.as_deref(), format)

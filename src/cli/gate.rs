@@ -12,6 +12,7 @@ use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
 
 use super::flags;
 use super::output::{self, Planned};
+use super::progress::{Progress, ProgressMode};
 use crate::{Format, GateArgs, Outcome};
 
 /// The audit's default number of reference draws (`Audit::new`).
@@ -23,13 +24,32 @@ pub fn audit(
     spec: &str,
     particles: usize,
     format: Format,
+    progress: ProgressMode,
 ) -> Result<Outcome, Error> {
     check_audit_flags(args.fwer, Some(particles), args.reference_draws)?;
     output::check(&planned_outputs(args))?;
     let sampler = flags::sampler("--sampler", spec)?;
     let case = flags::case("--case", &args.case)?;
     let audit = configure(args, &case)?.particles(particles);
-    let mut report = audit.run(&case, sampler.as_ref())?;
+    // One job: a run can take minutes at published step counts.
+    let bar = Progress::new(progress, 1);
+    bar.started(&format!(
+        "audit: running {} on {} ({particles} particles), then testing it",
+        sampler.name(),
+        case.name
+    ));
+    let clock = std::time::Instant::now();
+    let report = audit.run(&case, sampler.as_ref());
+    if report.is_ok() {
+        bar.finished(&format!(
+            "audit: {} on {} ran and was tested in {:.1}s",
+            sampler.name(),
+            case.name,
+            clock.elapsed().as_secs_f64()
+        ));
+    }
+    bar.finish();
+    let mut report = report?;
     replay_case_as_given(&mut report, &args.case);
     add_reference_draws(&mut report, args.reference_draws);
     finish("audit", args, &report, format)

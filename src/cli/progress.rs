@@ -57,6 +57,16 @@ impl Progress {
         }
     }
 
+    /// A job started; `message` says which. A bar shows it next to the
+    /// elapsed time; lines mode prints it.
+    pub fn started(&self, message: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(message.to_string());
+        } else if self.lines {
+            eprintln!("{message} ...");
+        }
+    }
+
     /// One job finished; `message` says which and how it went.
     pub fn finished(&self, message: &str) {
         let done = self.done.fetch_add(1, Ordering::SeqCst) + 1;

@@ -793,11 +793,54 @@ fn check_refuses_audit_flags_it_would_ignore() {
 
 #[test]
 fn a_sampler_declining_a_case_is_a_usage_error_said_once() {
-    let out = run(&["audit", "--case", "fsr-gaussian-1d", "--sampler", "fsr"]);
+    let out = run(&[
+        "audit",
+        "--case",
+        "fsr-gaussian-1d",
+        "--sampler",
+        "fsr",
+        "--progress",
+        "none",
+    ]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     let err = one_error_line(&out);
     assert_eq!(err.matches("sampler fsr").count(), 1, "{err}");
     assert!(err.contains("needs an empirical prior"), "{err}");
+}
+
+#[test]
+fn audit_says_what_it_runs_before_it_runs_it() {
+    let out = run(&[
+        "audit",
+        "--case",
+        "fsr-three-atoms",
+        "--sampler",
+        "exact:steps=5",
+        "--particles",
+        "100",
+        "--progress",
+        "lines",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].starts_with("audit: running exact on fsr-three-atoms"));
+    assert!(lines[1].starts_with("[1/1] audit: exact on fsr-three-atoms"));
+    // Without progress, stderr stays empty.
+    let quiet = run(&[
+        "audit",
+        "--case",
+        "fsr-three-atoms",
+        "--sampler",
+        "exact:steps=5",
+        "--particles",
+        "100",
+        "--progress",
+        "none",
+    ]);
+    assert_eq!(stderr(&quiet), "");
+    assert_eq!(stdout(&quiet), stdout(&out));
 }
 
 #[test]
