@@ -12,7 +12,12 @@
 //!   `spread_too_narrow` / `spread_too_wide` need a significant test *and*
 //!   a confidence interval wholly outside the spread band (equivalence
 //!   style), so a large sample does not turn a trivial deviation into a
-//!   finding.
+//!   finding. When components of so little total weight that fewer than
+//!   five particles are expected on them carry more than 10% of a
+//!   variance, that spread test is reported undecided (p = 1, the reason
+//!   in its method): the sample variance is then dominated by whether the
+//!   rare components happen to be hit, far from its normal approximation;
+//!   the mode and unsupported-mass tests judge those components.
 //! - **modes**: particles are assigned to the component with the largest
 //!   responsibility under the target; the counts are tested against the
 //!   cell probabilities under the truth (the share of exact draws landing
