@@ -28,6 +28,7 @@
 //! All weights are kept as normalised log-weights and combined with
 //! log-sum-exp in f64.
 
+use std::convert::Infallible;
 use std::sync::OnceLock;
 
 use nalgebra::{
@@ -1401,12 +1402,10 @@ impl<'a> Backward<'a> {
             return (self.denoise_batch(xs), DMatrix::zeros(0, d));
         }
         if !matches!(self.gains, Gains::Atoms) {
-            let repeated = DMatrix::from_fn(n * m, d, |r, j| xs[(r / m, j)]);
-            let directions = DMatrix::from_fn(n * m, d, |r, j| us[(r % m, j)]);
-            let (denoised, jvp) =
-                self.denoise_and_jvp_batch(&repeated, &directions);
-            let denoised = DMatrix::from_fn(n, d, |i, j| denoised[(i * m, j)]);
-            return (denoised, jvp);
+            let Ok(out) = over_row_pairs(xs, us, |xs, vs| {
+                Ok::<_, Infallible>(self.denoise_and_jvp_batch(xs, vs))
+            });
+            return out;
         }
         let atoms = &self.prior.means;
         let factor = self.alpha / (self.sigma * self.sigma);
@@ -1470,43 +1469,48 @@ impl<'a> Backward<'a> {
 
         // One product with the scale `alpha / sigma^2` folded in, unless
         // every column is computed from explicit differences.
+        let explicit: Vec<bool> = block
+            .row_iter()
+            .map(|x| self.needs_explicit(x.norm_squared()))
+            .collect();
         let mut logits = DMatrix::zeros(means.nrows(), block.nrows());
-        if !block.row_iter().all(|x| self.needs_explicit(x.norm_squared())) {
+        if explicit.contains(&false) {
             logits.gemm(alpha / s2, means, &block.transpose(), 0.0);
         }
 
         // Per column (contiguous, in cache): offsets and max in one pass,
         // exp in a second, the sum in a third; on the widest vectors the
         // processor has.
-        let offsets = self.atom_offsets.as_slice();
         let mut totals = Vec::with_capacity(block.nrows());
         pulp::Arch::new().dispatch(SoftmaxColumns {
             backward: self,
             block,
+            explicit: &explicit,
             logits: &mut logits,
-            offsets,
             totals: &mut totals,
         });
         (logits, totals)
     }
 
     /// The softmax passes of [`Backward::atom_weights_unnormalised`] over
-    /// the columns of `logits`.
+    /// the columns of `logits`; `explicit[i]` says whether column `i` comes
+    /// from explicit differences rather than the product.
     #[inline(always)]
     fn softmax_columns(
         &self,
         block: DMatrixView<f64>,
+        explicit: &[bool],
         logits: &mut DMatrix<f64>,
-        offsets: &[f64],
         totals: &mut Vec<f64>,
     ) {
         let means = &self.prior.means;
+        let offsets = self.atom_offsets.as_slice();
         let (alpha, s2) = (self.alpha, self.sigma * self.sigma);
-        for i in 0..block.nrows() {
+        for (i, &explicit) in explicit.iter().enumerate() {
             let x = block.row(i);
             let mut column = logits.column_mut(i);
             let column = column.as_mut_slice();
-            let max = if !self.needs_explicit(x.norm_squared()) {
+            let max = if !explicit {
                 add_and_max(column, offsets)
             } else {
                 explicit_logits(
@@ -2219,8 +2223,8 @@ const NEGLIGIBLE_LOG: f64 = -300.0;
 struct SoftmaxColumns<'a> {
     backward: &'a Backward<'a>,
     block: DMatrixView<'a, f64>,
+    explicit: &'a [bool],
     logits: &'a mut DMatrix<f64>,
-    offsets: &'a [f64],
     totals: &'a mut Vec<f64>,
 }
 
@@ -2231,8 +2235,8 @@ impl pulp::WithSimd for SoftmaxColumns<'_> {
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         self.backward.softmax_columns(
             self.block,
+            self.explicit,
             self.logits,
-            self.offsets,
             self.totals,
         );
     }
@@ -2332,6 +2336,26 @@ fn exp_shifted_sum(values: &mut [f64], shift: f64) -> f64 {
     lanes.iter().sum()
 }
 
+/// `f` applied to every pair of a row of `xs` (a particle) and a row of
+/// `us` (a direction), particle-major: row `i m + j` of its inputs pairs
+/// particle `i` with direction `j`. Its first output, one row per pair,
+/// is kept once per particle (`m >= 1`); the second is returned as is.
+pub(crate) fn over_row_pairs<T, E>(
+    xs: &DMatrix<f64>,
+    us: &DMatrix<f64>,
+    f: impl FnOnce(
+        &DMatrix<f64>,
+        &DMatrix<f64>,
+    ) -> std::result::Result<(DMatrix<f64>, T), E>,
+) -> std::result::Result<(DMatrix<f64>, T), E> {
+    let (n, d, m) = (xs.nrows(), xs.ncols(), us.nrows());
+    let repeated = DMatrix::from_fn(n * m, d, |r, j| xs[(r / m, j)]);
+    let directions = DMatrix::from_fn(n * m, us.ncols(), |r, j| us[(r % m, j)]);
+    let (first, second) = f(&repeated, &directions)?;
+    let first = DMatrix::from_fn(n, first.ncols(), |i, j| first[(i * m, j)]);
+    Ok((first, second))
+}
+
 /// Applies `f` to every row of `xs` in parallel, in fixed chunks.
 pub(crate) fn map_rows(
     xs: &DMatrix<f64>,
@@ -2410,11 +2434,15 @@ mod tests {
                     0.0,
                 );
                 let mut totals = Vec::new();
+                let explicit: Vec<bool> = xs
+                    .row_iter()
+                    .map(|x| backward.needs_explicit(x.norm_squared()))
+                    .collect();
                 let op = SoftmaxColumns {
                     backward: &backward,
                     block: xs.as_view(),
+                    explicit: &explicit,
                     logits: &mut logits,
-                    offsets: backward.atom_offsets.as_slice(),
                     totals: &mut totals,
                 };
                 match arch {

@@ -104,16 +104,13 @@ pub trait Denoiser: Sync {
         t: f64,
         us: &DMatrix<f64>,
     ) -> Result<(DMatrix<f64>, Option<DMatrix<f64>>)> {
-        let (n, d, m) = (xs.nrows(), xs.ncols(), us.nrows());
-        if m == 0 {
-            return Ok((self.denoise(xs, t)?, Some(DMatrix::zeros(0, d))));
+        if us.nrows() == 0 {
+            let none = DMatrix::zeros(0, xs.ncols());
+            return Ok((self.denoise(xs, t)?, Some(none)));
         }
-        let repeated = DMatrix::from_fn(n * m, d, |row, j| xs[(row / m, j)]);
-        let cotangents = DMatrix::from_fn(n * m, d, |row, j| us[(row % m, j)]);
-        let (denoised, products) =
-            self.denoise_with_vjp(&repeated, t, &cotangents)?;
-        let denoised = DMatrix::from_fn(n, d, |i, j| denoised[(i * m, j)]);
-        Ok((denoised, products))
+        mixture::over_row_pairs(xs, us, |xs, vs| {
+            self.denoise_with_vjp(xs, t, vs)
+        })
     }
 }
 
